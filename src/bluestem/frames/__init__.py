@@ -1,0 +1,20 @@
+"""Raw-frame HDF5 files: the writer, the checksum and the verifier.
+
+See docs/data-layout.md for the file layout.
+"""
+
+from bluestem.frames.checksum import fletcher32
+from bluestem.frames.layout import FRAMES_PATH, RECEIVED_PATH
+from bluestem.frames.verify import VerifyReport, verify_file
+from bluestem.frames.writer import COMPRESSIONS, FrameWriter, WriteSummary
+
+__all__ = [
+    "COMPRESSIONS",
+    "FRAMES_PATH",
+    "RECEIVED_PATH",
+    "FrameWriter",
+    "VerifyReport",
+    "WriteSummary",
+    "fletcher32",
+    "verify_file",
+]

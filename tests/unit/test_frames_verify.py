@@ -1,0 +1,124 @@
+"""verify_file catches a flipped byte in a chunk's data or in its checksum."""
+
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from bluestem.frames import FRAMES_PATH, FrameWriter, verify_file
+
+SCAN = (4, 6)
+FRAME = (8, 8)
+
+
+def write(path, compression=None, skip=()):
+    rng = np.random.default_rng(5)
+    data = rng.poisson(18, size=(SCAN[0] * SCAN[1], *FRAME)).astype(np.uint16)
+    with FrameWriter(
+        path,
+        scan_shape=SCAN,
+        frame_shape=FRAME,
+        dtype=np.uint16,
+        compression=compression,
+        chunk_frames=2,
+    ) as w:
+        for i in range(data.shape[0]):
+            if i not in skip:
+                w.submit(i, data[i : i + 1])
+    return data
+
+
+def chunk_location(path, offset):
+    with h5py.File(path, "r") as f:
+        dsid = f[FRAMES_PATH].id
+        info = dsid.get_chunk_info_by_coord(offset)
+        return info.byte_offset, info.size
+
+
+def flip(path, position):
+    os.chmod(path, 0o644)  # the writer left it read-only
+    with open(path, "r+b") as fh:
+        fh.seek(position)
+        byte = fh.read(1)[0]
+        fh.seek(position)
+        fh.write(bytes([byte ^ 0x10]))
+
+
+@pytest.mark.parametrize("compression", [None, "bitshuffle-lz4"])
+def test_clean_file_passes(tmp_path, compression):
+    path = tmp_path / "clean.h5"
+    write(path, compression)
+    report = verify_file(path)
+    assert report.ok, report.summary()
+    assert report.chunks_checked == SCAN[0] * SCAN[1] // 2
+    assert report.frames_received == report.frames_expected == SCAN[0] * SCAN[1]
+    assert report.corrupt_chunks == []
+    assert "OK" in report.summary()
+
+
+def test_one_flipped_data_byte_is_caught_and_named(tmp_path):
+    path = tmp_path / "flip.h5"
+    write(path)
+    start, _ = chunk_location(path, (2, 2, 0, 0))  # frames 14 and 15
+    flip(path, start + 100)
+    report = verify_file(path)
+    assert not report.ok
+    assert len(report.corrupt_chunks) == 1
+    bad = report.corrupt_chunks[0]
+    assert bad["offset"] == (2, 2, 0, 0)
+    assert bad["frames"] == [14, 15]
+    assert "fletcher32 mismatch" in bad["error"]
+    assert "frames 14..15" in report.summary()
+    assert report.chunks_checked == SCAN[0] * SCAN[1] // 2
+
+
+def test_a_flipped_checksum_byte_is_caught(tmp_path):
+    path = tmp_path / "flipsum.h5"
+    write(path)
+    start, size = chunk_location(path, (0, 0, 0, 0))
+    flip(path, start + size - 2)  # inside the 4 stored checksum bytes
+    report = verify_file(path)
+    assert [c["frames"] for c in report.corrupt_chunks] == [[0, 1]]
+    assert not report.ok
+
+
+def test_a_flipped_byte_in_a_compressed_chunk_is_caught(tmp_path):
+    path = tmp_path / "flipz.h5"
+    write(path, "bitshuffle-lz4")
+    start, size = chunk_location(path, (3, 4, 0, 0))
+    flip(path, start + size // 2)
+    report = verify_file(path)
+    assert not report.ok
+    assert [c["frames"] for c in report.corrupt_chunks] == [[22, 23]]
+
+
+def test_dropped_frames_are_reported_but_are_not_corruption(tmp_path):
+    path = tmp_path / "dropped.h5"
+    write(path, skip=(3, 20))
+    report = verify_file(path)
+    assert report.ok
+    assert report.dropped_indices == [3, 20]
+    assert report.frames_received == SCAN[0] * SCAN[1] - 2
+    assert "dropped frames: 3, 20" in report.summary()
+
+
+def test_missing_and_unreadable_files_fail(tmp_path):
+    assert not verify_file(tmp_path / "nope.h5").ok
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not hdf5 at all" * 10)
+    report = verify_file(junk)
+    assert not report.ok
+    assert "unreadable" in report.summary()
+
+
+def test_a_foreign_hdf5_file_fails_with_what_is_missing(tmp_path):
+    path = tmp_path / "foreign.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = np.zeros(3)
+    report = verify_file(path)
+    assert not report.ok
+    assert "missing file attributes" in report.summary()
+    assert FRAMES_PATH in report.summary()
