@@ -1,0 +1,31 @@
+"""The physics twin of a 4D-STEM instrument: probe, specimen and counting detector.
+
+Nothing happens at import time beyond defining the API (numba kernels compile on first
+use, or load from numba's on-disk cache).
+"""
+
+from bluestem.twin import crystal, nanoparticles  # noqa: F401  (register the specimens)
+from bluestem.twin.detector import DetectorModel
+from bluestem.twin.faults import FaultPlan
+from bluestem.twin.grid import SimulationGrid
+from bluestem.twin.probe import Optics, aberration_function, probe_wave
+from bluestem.twin.scan import ScanGeometry
+from bluestem.twin.specimen import SPECIMENS, Specimen, make_specimen
+from bluestem.twin.twin import Twin
+from bluestem.twin.wavelength import electron_wavelength, interaction_constant
+
+__all__ = [
+    "SPECIMENS",
+    "DetectorModel",
+    "FaultPlan",
+    "Optics",
+    "ScanGeometry",
+    "SimulationGrid",
+    "Specimen",
+    "Twin",
+    "aberration_function",
+    "electron_wavelength",
+    "interaction_constant",
+    "make_specimen",
+    "probe_wave",
+]

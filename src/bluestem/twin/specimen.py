@@ -1,0 +1,157 @@
+"""Specimens: the base class, the registry and the specimens without atoms.
+
+A specimen is a thin phase object ``t(y, x)``. Each also maps probe positions to a cache
+key and a canonical position (``canonical``): positions with one key give identical
+noiseless frames, because the frame is always computed at the canonical position.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bluestem.twin.grid import SimulationGrid
+
+__all__ = [
+    "SPECIMENS",
+    "PhaseRamp",
+    "Specimen",
+    "Vacuum",
+    "make_specimen",
+    "quantise_to_grid",
+    "register",
+]
+
+#: name -> specimen class; filled by ``register``.
+SPECIMENS: dict[str, type[Specimen]] = {}
+
+
+def register(cls: type[Specimen]) -> type[Specimen]:
+    """Class decorator adding a specimen class to ``SPECIMENS`` under ``cls.name``."""
+    SPECIMENS[cls.name] = cls
+    return cls
+
+
+def make_specimen(name: str, **kw: Any) -> Specimen:
+    """Build a specimen by registry name.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not registered (the message lists the names) or a parameter is bad.
+    """
+    # The atomic specimens register on import; importing here keeps import side effects
+    # to the registry itself.
+    from bluestem.twin import crystal, nanoparticles  # noqa: F401
+
+    try:
+        cls = SPECIMENS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown specimen {name!r}; allowed: {', '.join(sorted(SPECIMENS))}"
+        ) from None
+    try:
+        return cls(**kw)
+    except TypeError as exc:
+        raise ValueError(f"bad parameters for specimen {name!r}: {exc}") from None
+
+
+class Specimen:
+    """Base class of the specimens (all are frozen dataclasses)."""
+
+    name: ClassVar[str] = ""
+
+    def canonical(
+        self, y: np.ndarray, x: np.ndarray, grid: SimulationGrid
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cache keys (int64) and canonical positions (m) for probe positions (m)."""
+        raise NotImplementedError
+
+    def transmission(self, y: np.ndarray, x: np.ndarray, grid: SimulationGrid) -> np.ndarray:
+        """Transmission function over the windows centred on positions (y, x) in m.
+
+        Returns
+        -------
+        ndarray of complex128, shape (n, ny, nx)
+            Window pixel (i, j) of window w is at ``(y[w] + (i - ny // 2) dy,
+            x[w] + (j - nx // 2) dx)``.
+        """
+        raise NotImplementedError
+
+    def parameters(self) -> dict[str, Any]:
+        """Name and parameters, for metadata."""
+        params = {"name": self.name}
+        params.update({k: v for k, v in vars(self).items() if not k.startswith("_")})
+        return params
+
+
+def quantise_to_grid(
+    y: np.ndarray, x: np.ndarray, grid: SimulationGrid
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions rounded to the simulation sampling, and a key packing both indices."""
+    dy, dx = grid.sampling
+    iy = np.rint(np.asarray(y, dtype=np.float64) / dy).astype(np.int64)
+    ix = np.rint(np.asarray(x, dtype=np.float64) / dx).astype(np.int64)
+    if iy.size and max(np.abs(iy).max(), np.abs(ix).max()) >= 2**31:
+        raise ValueError("probe position is too far from the origin (over 2**31 pixels)")
+    keys = (iy << 32) + ix
+    return keys, iy * dy, ix * dx
+
+
+@register
+@dataclass(frozen=True)
+class Vacuum(Specimen):
+    """No specimen: ``t = 1``. Every position gives the same frame."""
+
+    name: ClassVar[str] = "vacuum"
+
+    def canonical(self, y, x, grid):
+        n = np.asarray(y).size
+        return np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
+
+    def transmission(self, y, x, grid):
+        return np.ones((np.asarray(y).size, *grid.shape), np.complex128)
+
+
+@register
+@dataclass(frozen=True)
+class PhaseRamp(Specimen):
+    """A uniform deflection: ``t = exp(i 2 pi q0 . r)`` with ``q0 = beta / lambda``.
+
+    The diffraction pattern moves by ``beta / theta_px`` native pixels, towards +ky for a
+    positive ``beta_y`` and +kx for a positive ``beta_x``; the intensity does not depend on
+    the probe position (one cache key).
+
+    Parameters
+    ----------
+    deflection : tuple of float
+        (beta_y, beta_x) in rad.
+    """
+
+    name: ClassVar[str] = "phase-ramp"
+    deflection: tuple[float, float] = (1e-3, 0.0)
+
+    def __post_init__(self) -> None:
+        try:
+            beta = tuple(float(b) for b in self.deflection)
+        except (TypeError, ValueError):
+            beta = ()
+        if len(beta) != 2 or not all(math.isfinite(b) and abs(b) < 0.5 for b in beta):
+            raise ValueError(
+                f"deflection must be (beta_y, beta_x) with |beta| < 0.5 rad, "
+                f"got {self.deflection!r}"
+            )
+        object.__setattr__(self, "deflection", beta)
+
+    def canonical(self, y, x, grid):
+        n = np.asarray(y).size
+        return np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
+
+    def transmission(self, y, x, grid):
+        qy, qx = (b / grid.wavelength for b in self.deflection)
+        yy = np.asarray(y, np.float64)[:, None, None] + grid.offsets(0)[None, :, None]
+        xx = np.asarray(x, np.float64)[:, None, None] + grid.offsets(1)[None, None, :]
+        return np.exp(2j * np.pi * (qy * yy + qx * xx))
