@@ -1,0 +1,364 @@
+"""The acquisition engine: renders frames off the asyncio loop and feeds the writer.
+
+One engine runs one acquisition.  Its thread renders a block of frames at a time (the twin
+releases the GIL), paces them at the dwell / acquire period (unless ``period`` is 0: as fast
+as the frame path allows), applies the fault plan (dropped frames are never submitted and
+are counted; late frames are submitted after their delay, out of order) and submits them to
+the sink (a :class:`bluestem.frames.FrameWriter`; its bounded queue provides backpressure,
+so no frame is ever lost silently).  The asyncio side only starts and stops the engine and
+reads :meth:`AcquisitionEngine.snapshot`, which is safe from any thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = [
+    "AcquisitionEngine",
+    "EngineSnapshot",
+    "FramePlan",
+    "FrameSink",
+    "lower_thread_priority",
+    "run_in_background_thread",
+]
+
+# Bytes of frames rendered per block: big enough that per-block Python overhead is
+# negligible, small enough that a few blocks in the writer queue stay well under a GB.
+BLOCK_BYTES = 8 * 1024**2
+# Longest a paced block may take, so progress and Stop stay responsive at slow dwells.
+BLOCK_SECONDS = 0.1
+
+
+# Niceness of the frame-path threads: on a machine with fewer cores than busy threads the
+# kernel then runs the asyncio thread first, so puts stay responsive at full frame rate.
+FRAME_PATH_NICE = 10
+
+
+def lower_thread_priority(nice: int = FRAME_PATH_NICE) -> None:
+    """Lower the calling thread's scheduling priority (Linux: per thread; threads it
+    starts inherit it).  Best effort: silently ignored where unsupported."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+
+def run_in_background_thread(func: Callable[[], Any]) -> Any:
+    """Call ``func`` in a fresh low-priority thread and wait for it: threads ``func``
+    starts (e.g. a writer's) inherit the low priority.  Blocking: use from a thread."""
+    result: dict[str, Any] = {}
+
+    def target():
+        lower_thread_priority()
+        try:
+            result["value"] = func()
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name="bluestem-frame-path-start")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+class FrameSink(Protocol):
+    """What the engine needs from a writer (``bluestem.frames.FrameWriter`` fits)."""
+
+    num_written: int
+
+    def submit(self, first: int, frames: np.ndarray) -> None: ...
+    def close(self) -> Any: ...
+    def abort(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """When and how many frames one acquisition produces.
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames to produce, flat indices ``0 .. n_frames - 1``.
+    row_length : int
+        Frames per scan row (flyback is spent at the start of each row).
+    period : float
+        Seconds per frame; 0 means no pacing (max rate).
+    flyback : float
+        Seconds spent at the start of each row (ignored when ``period`` is 0).
+    frame_bytes : int
+        Size of one frame, to size the render blocks.
+    """
+
+    n_frames: int
+    row_length: int
+    period: float = 0.0
+    flyback: float = 0.0
+    frame_bytes: int = 1
+
+    def block_frames(self) -> int:
+        """Frames per render block."""
+        block = max(1, BLOCK_BYTES // max(1, self.frame_bytes))
+        if self.period > 0:
+            block = max(1, min(block, int(BLOCK_SECONDS / self.period)))
+        if block >= self.row_length:
+            # Whole rows keep the writer's row chunks complete per submit.
+            block -= block % self.row_length
+        return max(1, min(block, self.n_frames))
+
+    def elapsed(self, count: int) -> float:
+        """Seconds from the start until frame ``count - 1`` is complete."""
+        if self.period <= 0:
+            return 0.0
+        rows = math.ceil(count / self.row_length) if self.row_length else 0
+        return count * self.period + rows * self.flyback
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """A consistent copy of the engine's counters (see :meth:`AcquisitionEngine.snapshot`)."""
+
+    state: str  # "idle", "running", "done", "stopped", "aborted", "fault"
+    produced: int  # beam positions visited (frames rendered or dropped)
+    submitted: int  # frames handed to the sink
+    written: int  # frames the sink has written
+    dropped: int  # frames the fault plan dropped
+    late_pending: int
+    n_frames: int
+    error: BaseException | None = None
+    summary: Any = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "stopped", "aborted", "fault")
+
+    @property
+    def progress(self) -> float:
+        return 100.0 * self.produced / self.n_frames if self.n_frames else 100.0
+
+
+@dataclass
+class _Counters:
+    state: str = "idle"
+    produced: int = 0
+    submitted: int = 0
+    dropped: int = 0
+    late_pending: int = 0
+    error: BaseException | None = None
+    summary: Any = None
+    late: list = field(default_factory=list)
+
+
+class AcquisitionEngine:
+    """Run one acquisition in its own thread.
+
+    Parameters
+    ----------
+    render : callable or None
+        ``render(first, count) -> (count, ky, kx)`` array; None for a scan without an
+        armed detector (the beam moves, nothing is recorded).
+    prepare : callable, optional
+        Called first in the engine thread; returns ``render`` (building a twin takes
+        seconds, which must not be spent on the asyncio loop or inside a put).
+    render_threads : int
+        Threads rendering parts of each block at once (``render`` must be thread-safe
+        for different ranges and release the GIL, as the twin's does).
+    sink : FrameSink or None
+        Where frames go; None to discard them (detector acquiring without capture).
+    plan : FramePlan
+    dropped : set of int
+        Flat indices never delivered.
+    late : mapping int -> float
+        Flat index -> extra delay in seconds.
+    """
+
+    def __init__(
+        self,
+        render: Callable[[int, int], np.ndarray] | None,
+        sink: FrameSink | None,
+        plan: FramePlan,
+        *,
+        prepare: Callable[[], Callable[[int, int], np.ndarray]] | None = None,
+        render_threads: int = 1,
+        dropped: frozenset[int] | set[int] = frozenset(),
+        late: dict[int, float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.render = render
+        self.prepare = prepare
+        self.render_threads = max(1, int(render_threads))
+        self.sink = sink
+        self.plan = plan
+        self.dropped = frozenset(i for i in dropped if 0 <= i < plan.n_frames)
+        self.late = {i: float(d) for i, d in (late or {}).items() if 0 <= i < plan.n_frames}
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._c = _Counters()
+        self._stop = threading.Event()
+        self._abort = threading.Event()
+        self._blank = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- control (any thread) -------------------------------------------------------
+    def start(self) -> None:
+        """Start the engine thread."""
+        with self._lock:
+            self._c.state = "running"
+        self._thread = threading.Thread(target=self._run, name="bluestem-acquire", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End early: pending late frames are delivered, the sink is closed normally."""
+        self._stop.set()
+
+    def abort(self) -> None:
+        """End early: pending frames are discarded, the sink is aborted."""
+        self._abort.set()
+        self._stop.set()
+
+    def blank(self, on: bool) -> None:
+        """Blank the beam: frames from now on carry no dose (all zeros)."""
+        (self._blank.set if on else self._blank.clear)()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; True when it has finished."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def snapshot(self) -> EngineSnapshot:
+        """Counters as of now (thread-safe)."""
+        sink = self.sink
+        written = int(getattr(sink, "num_written", 0)) if sink is not None else 0
+        with self._lock:
+            c = self._c
+            return EngineSnapshot(
+                state=c.state,
+                produced=c.produced,
+                submitted=c.submitted,
+                written=written if sink is not None else c.submitted,
+                dropped=c.dropped,
+                late_pending=c.late_pending,
+                n_frames=self.plan.n_frames,
+                error=c.error,
+                summary=c.summary,
+            )
+
+    # -- the thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        lower_thread_priority()
+        final = "done"
+        try:
+            if self.prepare is not None:
+                self.render = self.prepare()
+            with ThreadPoolExecutor(self.render_threads, "bluestem-render") as pool:
+                self._produce(pool)
+            if self._abort.is_set():
+                final = "aborted"
+            else:
+                self._flush_late(wait=not self._stop.is_set())
+                final = "stopped" if self._stop.is_set() else "done"
+        except BaseException as exc:  # the error is reported through the snapshot
+            final = "fault"
+            with self._lock:
+                self._c.error = exc
+        summary = None
+        try:
+            if self.sink is not None:
+                summary = self.sink.abort() if final in ("aborted", "fault") else self.sink.close()
+        except BaseException as exc:
+            final = "fault"
+            with self._lock:
+                self._c.error = self._c.error or exc
+        with self._lock:
+            self._c.summary = summary
+            self._c.state = final
+
+    def _render(self, pool: ThreadPoolExecutor, first: int, count: int) -> np.ndarray | None:
+        if self.render is None:
+            return None
+        parts = self.render_threads
+        if parts == 1 or count < 2 * parts:
+            return self.render(first, count)
+        edges = np.linspace(first, first + count, parts + 1).astype(int)
+        blocks = list(pool.map(lambda a, b: self.render(a, b - a), edges[:-1], edges[1:]))
+        return np.concatenate(blocks)
+
+    def _produce(self, pool: ThreadPoolExecutor) -> None:
+        plan = self.plan
+        block = plan.block_frames()
+        skip = np.zeros(plan.n_frames, dtype=bool) if (self.dropped or self.late) else None
+        if skip is not None:
+            skip[list(self.dropped | set(self.late))] = True
+        t0 = self._clock()
+        first = 0
+        while first < plan.n_frames and not self._stop.is_set():
+            count = min(block, plan.n_frames - first)
+            frames = self._render(pool, first, count)
+            if frames is not None and self._blank.is_set():
+                frames = np.zeros_like(frames)
+            due = t0 + plan.elapsed(first + count)
+            stopped = plan.period > 0 and self._stop.wait(max(0.0, due - self._clock()))
+            if stopped and self._abort.is_set():
+                return
+            # At max rate a frame is "late" relative to when it was really delivered.
+            if plan.period <= 0:
+                due = self._clock()
+            self._deliver(first, count, frames, skip, due)
+            self._flush_late(wait=False)
+            first += count
+
+    def _deliver(self, first, count, frames, skip, due) -> None:
+        n_dropped = 0
+        submitted = 0
+        if skip is None or not skip[first : first + count].any():
+            if frames is not None and self.sink is not None:
+                self.sink.submit(first, frames)
+            submitted = count if frames is not None else 0
+        else:
+            keep = ~skip[first : first + count]
+            # Contiguous runs of kept frames, submitted as slices (no copy per frame).
+            edges = np.flatnonzero(np.diff(np.concatenate(([0], keep.view(np.int8), [0]))))
+            for start, stop in zip(edges[::2], edges[1::2], strict=True):
+                if frames is not None and self.sink is not None:
+                    self.sink.submit(first + int(start), frames[start:stop])
+                submitted += int(stop - start) if frames is not None else 0
+            for offset in np.flatnonzero(~keep):
+                index = first + int(offset)
+                if index in self.dropped:
+                    n_dropped += 1
+                elif frames is not None:
+                    frame = frames[offset : offset + 1].copy()
+                    heapq.heappush(self._c.late, (due + self.late[index], index, frame))
+        with self._lock:
+            self._c.produced = first + count
+            self._c.submitted += submitted
+            self._c.dropped += n_dropped
+            self._c.late_pending = len(self._c.late)
+
+    def _flush_late(self, *, wait: bool) -> None:
+        heap = self._c.late
+        while heap:
+            due, index, frame = heap[0]
+            delay = due - self._clock()
+            if delay > 0 and not wait:
+                return
+            if delay > 0 and self._abort.wait(delay):
+                return
+            heapq.heappop(heap)
+            if self.sink is not None:
+                self.sink.submit(index, frame)
+            with self._lock:
+                self._c.submitted += 1
+                self._c.late_pending = len(heap)

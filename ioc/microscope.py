@@ -1,0 +1,119 @@
+"""The microscope column and stage: ``PFX:MIC:``."""
+
+from __future__ import annotations
+
+import math
+
+from .settings import SettingsGroup, long_string, readback, setting
+from .validation import Limits
+
+__all__ = ["Microscope"]
+
+STAGE_TILT = Limits(-80.0, 80.0)
+
+
+class Microscope(SettingsGroup):
+    """Column and stage of the simulated microscope (prefix ``MIC:``).
+
+    PVs (each setting with a read-only ``_RBV`` of the value really applied):
+    HighTension (kV), Defocus (nm, C1), Astigmatism (nm, |A1|), AstigmatismAngle (deg),
+    ConvergenceAngle (mrad), CameraLength (mm), BeamCurrent (pA), BeamBlank (Off/On),
+    StageX, StageY, StageZ (µm), StageAlpha, StageBeta (deg); read-only Cs_RBV (mm) and
+    StatusMessage_RBV.  Settings named in ``stuck`` (simulated hardware fault) accept the
+    setpoint but their readback does not follow.
+    """
+
+    message_attr = "message"
+
+    high_tension, high_tension_rbv = setting(
+        "HighTension", 200.0, "Accelerating voltage.", units="kV",
+        limits=Limits(20.0, 300.0), quantum=0.1,
+    )  # fmt: skip
+    defocus, defocus_rbv = setting(
+        "Defocus", 0.0, "Defocus C1 (positive = overfocus, see docs/twin.md).", units="nm",
+        limits=Limits(-1e5, 1e5), quantum=0.1,
+    )  # fmt: skip
+    astigmatism, astigmatism_rbv = setting(
+        "Astigmatism", 0.0, "Two-fold astigmatism magnitude |A1|.", units="nm",
+        limits=Limits(0.0, 1e4), quantum=0.1,
+    )  # fmt: skip
+    astigmatism_angle, astigmatism_angle_rbv = setting(
+        "AstigmatismAngle", 0.0, "Two-fold astigmatism azimuth.", units="deg",
+        limits=Limits(-180.0, 180.0), quantum=0.1,
+    )  # fmt: skip
+    cs_rbv = readback("Cs_RBV", 1.2, "Spherical aberration C3 of the objective.", units="mm")
+    convergence_angle, convergence_angle_rbv = setting(
+        "ConvergenceAngle", 20.0, "Probe convergence semi-angle.", units="mrad",
+        limits=Limits(0.1, 50.0), quantum=0.01,
+    )  # fmt: skip
+    camera_length, camera_length_rbv = setting(
+        "CameraLength", 100.0, "Camera length to the pixelated detector.", units="mm",
+        limits=Limits(10.0, 5000.0), quantum=1.0,
+    )  # fmt: skip
+    beam_current, beam_current_rbv = setting(
+        "BeamCurrent", 10.0, "Probe current.", units="pA",
+        limits=Limits(0.0, 10000.0), quantum=0.01,
+    )  # fmt: skip
+    beam_blank, beam_blank_rbv = setting(
+        "BeamBlank", "Off", "Beam blanker (always accepted: blanking is a safety action).",
+        enum_strings=("Off", "On"), live=True,
+    )  # fmt: skip
+    stage_x, stage_x_rbv = setting(
+        "StageX", 0.0, "Stage x.", units="um", limits=Limits(-1000.0, 1000.0), quantum=0.001
+    )
+    stage_y, stage_y_rbv = setting(
+        "StageY", 0.0, "Stage y.", units="um", limits=Limits(-1000.0, 1000.0), quantum=0.001
+    )
+    stage_z, stage_z_rbv = setting(
+        "StageZ", 0.0, "Stage z (height).", units="um", limits=Limits(-500.0, 500.0),
+        quantum=0.001,
+    )  # fmt: skip
+    stage_alpha, stage_alpha_rbv = setting(
+        "StageAlpha", 0.0, "Stage alpha tilt.", units="deg", limits=STAGE_TILT, quantum=0.01
+    )
+    stage_beta, stage_beta_rbv = setting(
+        "StageBeta", 0.0, "Stage beta tilt.", units="deg", limits=STAGE_TILT, quantum=0.01
+    )
+    message = long_string(
+        "StatusMessage_RBV", "", "Last refused microscope write and why.", read_only=True
+    )
+
+    async def setting_changed(self, spec, value) -> None:
+        if spec.name in self.root.config.stuck:
+            return  # the simulated fault: the hardware ignores the setpoint
+        await super().setting_changed(spec, value)
+        if spec.name == "BeamBlank":
+            self.root.beam_blanked(value == "On")
+
+    def optics_state(self) -> dict:
+        """The column as read back, in SI units (the twin's ``Optics`` fields)."""
+        return {
+            "high_tension": self.high_tension_rbv.value * 1e3,
+            "convergence_semi_angle": self.convergence_angle_rbv.value * 1e-3,
+            "defocus": self.defocus_rbv.value * 1e-9,
+            "astigmatism": self.astigmatism_rbv.value * 1e-9,
+            "astigmatism_angle": math.radians(self.astigmatism_angle_rbv.value),
+            "cs": self.cs_rbv.value * 1e-3,
+        }
+
+    def state(self) -> dict:
+        """Every readback, in the PVs' units, for the file's metadata."""
+        names = [
+            "HighTension", "Defocus", "Astigmatism", "AstigmatismAngle", "ConvergenceAngle",
+            "CameraLength", "BeamCurrent", "BeamBlank", "StageX", "StageY", "StageZ",
+            "StageAlpha", "StageBeta", "Cs",
+        ]  # fmt: skip
+        state = {}
+        for name in names:
+            pv = self.rbv(name)
+            state[name] = pv.value
+            units = getattr(pv, "units", "")
+            if units:
+                state[f"{name}_units"] = units
+        return state
+
+    def dose_per_frame(self, dwell: float) -> float:
+        """Electrons per frame: current × dwell / e, 0 when blanked."""
+        if self.beam_blank_rbv.value == "On":
+            return 0.0
+        return self.beam_current_rbv.value * 1e-12 * dwell / 1.602176634e-19

@@ -1,0 +1,71 @@
+"""System-test fixtures: real ``bluestem ioc sim`` processes on loopback.
+
+The CA environment (loopback address list, private server/repeater ports) is set for the
+whole session before any CA client is created; each IOC is a subprocess with a random
+prefix, stopped by PID at teardown and checked to leave no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ioc_client import CA, stop_and_check
+
+from bluestem.procs import IocProcess, ca_environment, start_ioc
+
+
+@pytest.fixture(scope="session")
+def ca_env() -> Iterator[pytest.MonkeyPatch]:
+    """Session CA environment: loopback only, private repeater port, set before any
+    client exists.  Each IOC gets its own server port, appended to the address list as
+    ``127.0.0.1:PORT`` (unicast searches reach only one server per port)."""
+    env = ca_environment()
+    # Hold the (unused) repeater port, so that no client's ephemeral UDP socket can land
+    # on it and receive the beacons / registrations meant for a repeater.
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    holder.bind(("0.0.0.0", int(env["EPICS_CA_REPEATER_PORT"])))
+    mp = pytest.MonkeyPatch()
+    for key, value in env.items():
+        mp.setenv(key, value)
+    mp.setenv("EPICS_CA_ADDR_LIST", "")
+    yield mp
+    mp.undo()
+    holder.close()
+
+
+@pytest.fixture(scope="session")
+def sim_factory(ca_env, tmp_path_factory):
+    """Start extra IOCs: ``sim_factory(*args) -> (IocProcess, CA, data_dir)``."""
+    started: list[IocProcess] = []
+
+    def start(*args: str, data_dir: Path | None = None):
+        data = data_dir or tmp_path_factory.mktemp("data")
+        log = tmp_path_factory.mktemp("log") / "ioc.log"
+        env = ca_environment(repeater_port=int(os.environ["EPICS_CA_REPEATER_PORT"]))
+        ioc = start_ioc(args=["--data-dir", str(data), *args], env=env, log_path=log, timeout=90)
+        started.append(ioc)
+        addresses = os.environ["EPICS_CA_ADDR_LIST"].split()
+        ca_env.setenv(
+            "EPICS_CA_ADDR_LIST",
+            " ".join([*addresses, f"127.0.0.1:{env['EPICS_CA_SERVER_PORT']}"]),
+        )
+        return ioc, CA(ioc.prefix), data
+
+    yield start
+    for ioc in started:
+        stop_and_check(ioc)
+
+
+@pytest.fixture(scope="session")
+def sim(sim_factory):
+    """The shared IOC (default options): ``(IocProcess, CA, data_dir)``."""
+    return sim_factory("--seed", "7")
+
+
+@pytest.fixture
+def ca(sim) -> CA:
+    return sim[1]
