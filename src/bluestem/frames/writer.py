@@ -174,7 +174,14 @@ class FrameWriter:
             raise FileExistsError(f"{self.path} already exists; FrameWriter never overwrites")
         if not os.access(directory, os.W_OK | os.X_OK):
             raise PermissionError(f"directory {directory} is not writable")
-        self._file = h5py.File(self.path, "x", libver="latest")
+        try:
+            self._file = h5py.File(self.path, "x", libver="latest")
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            # Permission bits say nothing for root or on read-only / virtual file systems:
+            # the create itself is the test, and its failure must name the directory.
+            raise PermissionError(f"directory {directory} is not writable ({exc})") from exc
         try:
             self._frames, self._received_ds = create_layout(
                 self._file,
