@@ -9,8 +9,9 @@ import numpy as np
 
 from bluestem.twin.grid import SimulationGrid
 from bluestem.twin.kernels import stamp_potential
+from bluestem.twin.specimen import Specimen, quantise_to_grid
 
-__all__ = ["ATOM_POTENTIAL", "AtomField", "atom_potential", "check_positive"]
+__all__ = ["ATOM_POTENTIAL", "AtomField", "AtomSpecimen", "atom_potential", "check_positive"]
 
 #: Peak projected potential of one atom of atomic number Z is ATOM_POTENTIAL * Z**0.75
 #: (V m). With sigma(200 kV) = 7.29e6 rad/(V m) one Sr atom shifts the phase by 0.22 rad,
@@ -103,3 +104,19 @@ def check_positive(name: str, value: float, unit: str) -> float:
     if not (math.isfinite(out) and out > 0):
         raise ValueError(f"{name} must be a finite value > 0 {unit}, got {value!r}")
     return out
+
+
+class AtomSpecimen(Specimen):
+    """A specimen made of Gaussian columns: subclasses provide ``atoms`` (an AtomField).
+
+    Positions are quantised to the simulation grid; a periodic subclass overrides
+    ``canonical`` to fold positions into its cell.
+    """
+
+    atoms: AtomField
+
+    def canonical(self, y, x, grid):
+        return quantise_to_grid(y, x, grid)
+
+    def transmission(self, y, x, grid):
+        return self.atoms.transmission(y, x, grid)

@@ -9,8 +9,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from bluestem.twin.atoms import AtomField, atom_potential, check_positive
-from bluestem.twin.specimen import Specimen, quantise_to_grid, register
+from bluestem.twin.atoms import AtomField, AtomSpecimen, atom_potential, check_positive
+from bluestem.twin.specimen import register
 
 __all__ = ["SRTIO3_LATTICE", "Grains", "SrTiO3"]
 
@@ -36,7 +36,7 @@ def _cell_columns(thickness: float, lattice: float) -> tuple[np.ndarray, np.ndar
 
 @register
 @dataclass(frozen=True)
-class SrTiO3(Specimen):
+class SrTiO3(AtomSpecimen):
     """SrTiO3 viewed along [001], periodic.
 
     Cache: positions are reduced to fractional cell coordinates and rounded to 1/32 of the
@@ -77,13 +77,10 @@ class SrTiO3(Specimen):
         ix = np.mod(np.rint(np.asarray(x, np.float64) / self.lattice * q), q).astype(np.int64)
         return iy * q + ix, iy * (self.lattice / q), ix * (self.lattice / q)
 
-    def transmission(self, y, x, grid):
-        return self.atoms.transmission(y, x, grid)
-
 
 @register
 @dataclass(frozen=True)
-class Grains(Specimen):
+class Grains(AtomSpecimen):
     """Polycrystalline SrTiO3 [001]: Voronoi grains with in-plane rotations, one strained.
 
     The grain map is a periodic Voronoi tessellation of a square field; grain 0 has its
@@ -166,9 +163,3 @@ class Grains(Specimen):
         return AtomField.build(
             (L, L), np.concatenate(ys), np.concatenate(xs), np.concatenate(ps), self.atom_width
         )
-
-    def canonical(self, y, x, grid):
-        return quantise_to_grid(y, x, grid)
-
-    def transmission(self, y, x, grid):
-        return self.atoms.transmission(y, x, grid)

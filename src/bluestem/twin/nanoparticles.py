@@ -9,8 +9,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from bluestem.twin.atoms import AtomField, atom_potential, check_positive
-from bluestem.twin.specimen import Specimen, quantise_to_grid, register
+from bluestem.twin.atoms import AtomField, AtomSpecimen, atom_potential, check_positive
+from bluestem.twin.specimen import register
 
 __all__ = ["GOLD_LATTICE", "Nanoparticles"]
 
@@ -20,7 +20,7 @@ GOLD_LATTICE = 4.078e-10
 
 @register
 @dataclass(frozen=True)
-class Nanoparticles(Specimen):
+class Nanoparticles(AtomSpecimen):
     """Au particles (fcc [001] projected columns inside circles) on amorphous carbon.
 
     The carbon is a seeded random set of C atoms of a given areal density; each particle is
@@ -106,9 +106,3 @@ class Nanoparticles(Specimen):
         return AtomField.build(
             (L, L), np.concatenate(ys), np.concatenate(xs), np.concatenate(ps), self.atom_width
         )
-
-    def canonical(self, y, x, grid):
-        return quantise_to_grid(y, x, grid)
-
-    def transmission(self, y, x, grid):
-        return self.atoms.transmission(y, x, grid)
