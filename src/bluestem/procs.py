@@ -19,10 +19,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["IocProcess", "ca_environment", "free_port", "start_ioc"]
+__all__ = [
+    "BLUESTEM_COMMAND",
+    "IocProcess",
+    "ManagedProcess",
+    "ca_environment",
+    "free_port",
+    "start_ioc",
+]
 
 # `python -c` rather than the console script: works from any virtualenv without PATH.
-_LAUNCH = "import sys; from bluestem.cli import main; sys.exit(main())"
+BLUESTEM_COMMAND = "import sys; from bluestem.cli import main; sys.exit(main())"
 
 
 def free_port() -> int:
@@ -46,15 +53,15 @@ def ca_environment(server_port: int | None = None, repeater_port: int | None = N
     }
 
 
-@dataclass
-class IocProcess:
-    """A running IOC: its PV prefix, the CA environment to reach it, the process."""
+class ManagedProcess:
+    """What every server-process handle offers: stop by PID, its log, liveness.
 
-    prefix: str
-    env: dict[str, str]
+    Subclasses are dataclasses with a ``process`` (:class:`subprocess.Popen`) and a
+    ``log_path`` (file receiving its output, or None).
+    """
+
     process: subprocess.Popen
-    log_path: Path | None = None
-    args: list[str] = field(default_factory=list)
+    log_path: Path | None
 
     @property
     def pid(self) -> int:
@@ -64,13 +71,13 @@ class IocProcess:
         return self.process.poll() is None
 
     def log(self) -> str:
-        """What the IOC printed so far (when started with a log file)."""
+        """What the process printed so far (when started with a log file)."""
         if self.log_path and self.log_path.exists():
             return self.log_path.read_text(errors="replace")
         return ""
 
     def stop(self, timeout: float = 15.0) -> int:
-        """Terminate by PID (SIGTERM: the IOC closes its file), kill if needed."""
+        """Terminate by PID (SIGTERM: servers close their files), kill if needed."""
         proc = self.process
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -81,11 +88,28 @@ class IocProcess:
                 proc.wait(timeout)
         return proc.returncode
 
-    def __enter__(self) -> IocProcess:
+    def kill(self) -> None:
+        """SIGKILL at once: a server that vanishes without warning (tests)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@dataclass
+class IocProcess(ManagedProcess):
+    """A running IOC: its PV prefix, the CA environment to reach it, the process."""
+
+    prefix: str
+    env: dict[str, str]
+    process: subprocess.Popen
+    log_path: Path | None = None
+    args: list[str] = field(default_factory=list)
 
 
 def start_ioc(
@@ -119,7 +143,7 @@ def start_ioc(
     prefix = prefix or f"bst{uuid.uuid4().hex[:8]}:"
     ca_env = dict(env) if env is not None else ca_environment()
     full_env = {**os.environ, **ca_env}
-    cmd = [sys.executable, "-c", _LAUNCH, "ioc", name, "--prefix", prefix, *args]
+    cmd = [sys.executable, "-c", BLUESTEM_COMMAND, "ioc", name, "--prefix", prefix, *args]
     if "--interfaces" not in args:
         cmd += ["--interfaces", "127.0.0.1"]
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115

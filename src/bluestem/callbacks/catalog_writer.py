@@ -1,0 +1,184 @@
+"""A catalogue writer that never stops a run: TiledWriter on a thread of its own.
+
+bluesky-tiled-plugins' ``TiledWriter`` talks HTTP inside the callback, so a slow or dead
+catalogue would stall the RunEngine (tiled's client retries a refused connection for up
+to ``TILED_RETRY_TIMEOUT`` = 45 s) or, if the error escaped, abort the run.  Here the
+RunEngine only enqueues a copy of each document; a worker thread feeds ``TiledWriter``.
+The first failure of a run is logged, the rest of that run is dropped, and the run is
+marked unsynced in the :class:`~bluestem.callbacks.journal.DocumentJournal` so that
+``bluestem sync`` uploads it later.  A run whose stop document was written is marked
+synced.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from bluestem.callbacks.journal import DocumentJournal, mark_synced, mark_unsynced
+
+__all__ = ["ResilientTiledWriter"]
+
+logger = logging.getLogger(__name__)
+
+_STOP_WORKER = object()
+
+
+class ResilientTiledWriter:
+    """Bluesky callback writing runs into Tiled without ever interrupting the run.
+
+    Parameters
+    ----------
+    client : tiled client or callable returning one
+        The catalogue root (``tiled.client.from_uri(URI, api_key=...)``), or a factory
+        called on the worker thread when a run starts (so an unreachable catalogue at
+        session start costs nothing and is retried at each run).
+    journal : DocumentJournal, optional
+        Where runs are marked synced / unsynced.  Subscribe the journal *before* this
+        writer.
+    batch_size : int
+        Events / stream datums per TiledWriter write (100: see STACK-NOTES; 1 is
+        3x slower on a 20-point scan).
+    max_pending : int
+        Documents allowed to queue up behind a slow catalogue; beyond that the run is
+        given up (marked unsynced) rather than letting memory grow without bound.
+
+    Attributes
+    ----------
+    failures : dict
+        Start uid -> reason, for every run whose catalogue copy is missing or partial.
+    synced : list
+        Start uids written completely.
+
+    Notes
+    -----
+    One run at a time (as the RunEngine emits them); documents are deep-copied because
+    TiledWriter runs later, on another thread, than the other callbacks.
+    """
+
+    def __init__(
+        self,
+        client: Any | Callable[[], Any],
+        *,
+        journal: DocumentJournal | None = None,
+        batch_size: int = 100,
+        max_pending: int = 100_000,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        self._client = None if callable(client) and not hasattr(client, "context") else client
+        self._factory = client if self._client is None else None
+        self.journal = journal
+        self.batch_size = int(batch_size)
+        self.max_pending = int(max_pending)
+        self.failures: dict[str, str] = {}
+        self.synced: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._current: str | None = None  # start uid of the run being enqueued
+        self._given_up: set[str] = set()  # runs whose further documents are dropped
+        # worker-side state
+        self._writer = None
+        self._run_uid: str | None = None
+        self._run_path = None
+        self._run_docs = 0
+
+    # -- RunEngine side: never raises, never blocks -----------------------------------
+    def __call__(self, name: str, doc: dict) -> None:
+        try:
+            if name == "start":
+                self._current = doc["uid"]
+                self._ensure_thread()
+            uid = self._current
+            if uid is None or uid in self._given_up:
+                return
+            if self._queue.qsize() >= self.max_pending:
+                self._give_up(uid, f"more than {self.max_pending} documents waiting")
+                return
+            self._queue.put((name, copy.deepcopy(doc)))
+            if name == "stop":
+                self._current = None
+        except Exception:  # the run must go on whatever happens here
+            logger.exception("catalogue writer: could not queue %s document", name)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued document is written or dropped; False on timeout."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, then stop the worker thread."""
+        if self._thread is not None:
+            self.flush(timeout)
+            self._queue.put(_STOP_WORKER)
+            self._thread.join(timeout)
+            self._thread = None
+
+    # -- worker side --------------------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._work, name="bluestem-catalog-writer", daemon=True
+            )
+            self._thread.start()
+
+    def _give_up(self, uid: str, reason: str) -> None:
+        with self._lock:
+            if uid in self._given_up:
+                return
+            self._given_up.add(uid)
+            self.failures[uid] = reason
+        logger.error("catalogue writer: run %s not written to the catalogue: %s", uid, reason)
+        if self.journal is not None and self._run_path is not None and uid == self._run_uid:
+            try:
+                mark_unsynced(self._run_path, reason)
+            except OSError:
+                logger.exception("catalogue writer: could not mark %s unsynced", uid)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP_WORKER:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            name, doc = item
+            try:
+                self._handle(name, doc)
+            except Exception as err:
+                uid = self._run_uid or "?"
+                logger.exception("catalogue writer: %s document failed", name)
+                self._give_up(uid, f"{name} document failed: {type(err).__name__}: {err}")
+                self._writer = None
+
+    def _handle(self, name: str, doc: dict) -> None:
+        from bluesky_tiled_plugins import TiledWriter
+
+        if name == "start":
+            self._run_uid = doc["uid"]
+            self._run_path = self.journal.path_for(doc) if self.journal else None
+            self._run_docs = 0
+            self._writer = None
+            if self._client is None:
+                self._client = self._factory()
+            self._writer = TiledWriter(self._client, batch_size=self.batch_size)
+        if self._run_uid in self._given_up or self._writer is None:
+            return
+        self._writer(name, doc)
+        self._run_docs += 1
+        if name == "stop":
+            self.synced.append(self._run_uid)
+            if self._run_path is not None:
+                mark_synced(self._run_path, str(self._client.uri), self._run_docs)
+            self._writer = None
