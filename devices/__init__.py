@@ -1,3 +1,27 @@
-"""bluestem.devices — see docs/architecture.md. Populated by the session issue."""
+"""bluestem.devices — ophyd devices of a 4D-STEM instrument (see docs/devices.md).
 
-__all__: list[str] = []
+Classic ophyd devices; the control layer (``ophyd.set_cl("caproto")``) is chosen by the
+caller, never here. Every device takes ``prefix`` and ``name``.
+"""
+
+from .areadetector import DetectorCam, HDF5Writer, dtype_of_depth
+from .detector import AcquisitionError, PixelatedDetector
+from .microscope import Microscope
+from .scan_generator import ScanGenerator
+from .stream import RowBatcher
+from .verified import ReadbackMismatch, VerifiedEnum, VerifiedSetting, readback_matches
+
+__all__ = [
+    "AcquisitionError",
+    "DetectorCam",
+    "HDF5Writer",
+    "Microscope",
+    "PixelatedDetector",
+    "ReadbackMismatch",
+    "RowBatcher",
+    "ScanGenerator",
+    "VerifiedEnum",
+    "VerifiedSetting",
+    "dtype_of_depth",
+    "readback_matches",
+]

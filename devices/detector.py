@@ -1,0 +1,311 @@
+"""The pixelated detector: a flyer for rasters, a triggerable for step mode.
+
+Frames never travel over Channel Access: the IOC writes them to HDF5 and this device
+announces them with ``StreamResource`` / ``StreamDatum`` documents (one datum per block
+of completed scan rows), so every consumer reads the same file.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from event_model import ComposeStreamResource, ComposeStreamResourceBundle, StreamRange
+from ophyd import Component as Cpt
+from ophyd import Device, Kind, Signal
+from ophyd.status import DeviceStatus, Status
+
+from .areadetector import DetectorCam, HDF5Writer
+from .stream import RowBatcher
+
+__all__ = ["AcquisitionError", "PixelatedDetector"]
+
+MIMETYPE = "application/x-hdf5"
+POLL = 0.05  # s between counter polls while waiting for the IOC
+
+
+class AcquisitionError(RuntimeError):
+    """The detector or its file writer reported an error."""
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} after {timeout:g} s")
+        time.sleep(POLL)
+
+
+class PixelatedDetector(Device):
+    """Pixelated (4D-STEM) detector behind ``PFX:DET:`` (``cam1:``, ``HDF1:``).
+
+    Fly mode (``prepare({"mode": "fly", "shape": (ny, nx), "file_stem": ...})``, then
+    ``kickoff``/``complete``/``collect_asset_docs``): the scan generator triggers one frame
+    per position; the stream's data key ``{name}_image`` has shape ``[nx, ky, kx]`` per
+    event, one event per scan row, so the stream reads as (ny, nx, ky, kx).
+
+    Step mode (``prepare({"mode": "step", "file_stem": ..., "acquire_time": t})``, then
+    ``trigger``/``read``): each trigger takes one internally triggered frame into its own
+    file (the IOC closes a file when its series ends) and announces it with one
+    StreamResource and one StreamDatum; the key has shape ``[ky, kx]`` per event.
+
+    Parameters
+    ----------
+    prefix : str
+        ``PFX:DET:``.
+    root_path : str or os.PathLike
+        Directory the IOC writes into (as the IOC sees it; the same path here).
+    pixel_size : float
+        Native pixel pitch in m (55 µm: Medipix3/Timepix). Not a PV: it is a property of
+        the sensor, recorded in the configuration and used for the angular calibration.
+    timeout : float
+        Seconds allowed for arming and for a step-mode frame.
+    """
+
+    cam = Cpt(DetectorCam, "cam1:")
+    hdf = Cpt(HDF5Writer, "HDF1:")
+    pixel_size = Cpt(Signal, value=55e-6, kind=Kind.config)
+    root_path = Cpt(Signal, value="", kind=Kind.config)
+
+    def __init__(
+        self,
+        prefix: str = "",
+        *,
+        root_path: str | os.PathLike,
+        pixel_size: float = 55e-6,
+        timeout: float = 30.0,
+        **kwargs,
+    ):
+        super().__init__(prefix, **kwargs)
+        if not pixel_size > 0:
+            raise ValueError(f"pixel_size {pixel_size!r} m: allowed > 0")
+        self.root_path.put(str(Path(root_path)))
+        self.pixel_size.put(float(pixel_size))
+        self.timeout = timeout
+        self._mode = "fly"
+        self._stem = ""
+        self._shape: tuple[int, int] = (1, 1)
+        self._batcher: RowBatcher | None = None
+        self._bundle: ComposeStreamResourceBundle | None = None
+        self._file = ""
+        self._finished = False
+        self._pending: deque = deque()
+        self._step_count = 0
+
+    @property
+    def image_key(self) -> str:
+        return f"{self.name}_image"
+
+    # -- preparation -------------------------------------------------------------------
+    def prepare(self, value: dict[str, Any]) -> DeviceStatus:
+        """Configure for one run (bluesky's ``prepare``).
+
+        ``value``: ``mode`` ("fly" or "step"), ``file_stem`` (run-scoped file name),
+        ``shape`` ((ny, nx), fly mode), ``acquire_time`` (s, step mode).
+        """
+        mode = value.get("mode", "fly")
+        if mode not in ("fly", "step"):
+            raise ValueError(f"detector mode {mode!r}: allowed 'fly', 'step'")
+        stem = str(value["file_stem"])
+        status = DeviceStatus(self)
+
+        def work():
+            try:
+                self.hdf.file_path.set(self.root_path.get()).wait(self.timeout)
+                self.hdf.file_name.set(stem).wait(self.timeout)
+                if mode == "fly":
+                    self.cam.trigger_mode.set("External").wait(self.timeout)
+                else:
+                    self.cam.trigger_mode.set("Internal").wait(self.timeout)
+                    self.cam.image_mode.set("Single").wait(self.timeout)
+                    self.hdf.num_capture.set(1).wait(self.timeout)
+                    if "acquire_time" in value:
+                        t = float(value["acquire_time"])
+                        self.cam.acquire_period.set(t).wait(self.timeout)
+                        self.cam.acquire_time.set(t).wait(self.timeout)
+            except Exception as exc:
+                status.set_exception(exc)
+            else:
+                status.set_finished()
+
+        self._mode, self._stem = mode, stem
+        self._shape = tuple(int(s) for s in value.get("shape", (1, 1)))  # type: ignore[assignment]
+        self._batcher, self._bundle, self._file = None, None, ""
+        self._finished, self._step_count = False, 0
+        self._pending.clear()
+        threading.Thread(target=work, name=f"prepare-{self.name}", daemon=True).start()
+        return status
+
+    # -- fly mode ----------------------------------------------------------------------
+    def _open_file(self) -> str:
+        """Capture=1 (the IOC refuses an existing file), return the file's path."""
+        self.hdf.capture.put(1, wait=True, timeout=self.timeout)
+        _wait_for(lambda: self.hdf.capture_rbv.get(use_monitor=False) == 1, self.timeout,
+                  f"{self.hdf.capture_rbv.pvname} not 1")  # fmt: skip
+        return str(self.hdf.full_file_name.get(use_monitor=False))
+
+    def kickoff(self) -> DeviceStatus:
+        """Open the file and arm the detector; done when it waits for the scan."""
+        status = DeviceStatus(self)
+        ny, nx = self._shape
+
+        def work():
+            try:
+                self._file = self._open_file()
+                self._batcher = RowBatcher(ny, nx)
+                self.cam.acquire.put(1, wait=True, timeout=self.timeout)
+                _wait_for(lambda: self.cam.acquire_rbv.get(use_monitor=False) == 1,
+                          self.timeout, f"{self.cam.acquire_rbv.pvname} not 1")  # fmt: skip
+            except Exception as exc:
+                status.set_exception(exc)
+            else:
+                status.set_finished()
+
+        threading.Thread(target=work, name=f"kickoff-{self.name}", daemon=True).start()
+        return status
+
+    def _check_writer(self) -> None:
+        if self.hdf.write_status.get(use_monitor=False) == "Write error":
+            raise AcquisitionError(
+                f"{self.name}: {self.hdf.write_message.get(use_monitor=False)} (file {self._file})"
+            )
+        if self.cam.detector_state.get(use_monitor=False) == "Error":
+            raise AcquisitionError(f"{self.name}: {self.cam.message.get(use_monitor=False)}")
+
+    def complete(self) -> DeviceStatus:
+        """Done when the IOC has closed the file (``Capture_RBV`` back to 0); fails on a
+        write error."""
+        status = DeviceStatus(self)
+
+        def work():
+            try:
+                while self.hdf.capture_rbv.get(use_monitor=False) != 0:
+                    self._check_writer()
+                    time.sleep(POLL)
+                self._check_writer()
+                self._finished = True
+            except Exception as exc:
+                status.set_exception(exc)
+            else:
+                status.set_finished()
+
+        threading.Thread(target=work, name=f"complete-{self.name}", daemon=True).start()
+        return status
+
+    def _datum_key(self, shape: list[int]) -> dict:
+        dtype = self.cam.dtype()
+        return {
+            "source": self.hdf.full_file_name.pvname,
+            "shape": shape,
+            "dtype": "array",
+            "dtype_numpy": dtype.str,
+            "external": "STREAM:",
+        }
+
+    def describe_collect(self) -> dict[str, dict]:
+        """``{name}_image``: ``[nx, ky, kx]`` per event (one scan row)."""
+        ky, kx = self.cam.frame_shape()
+        return {self.image_key: self._datum_key([self._shape[1], ky, kx])}
+
+    def _resource(self, path: str) -> ComposeStreamResourceBundle:
+        from bluestem.frames import FRAMES_PATH
+
+        return ComposeStreamResource()(
+            mimetype=MIMETYPE,
+            uri=f"file://localhost{os.path.abspath(path)}",
+            data_key=self.image_key,
+            parameters={"dataset": FRAMES_PATH, "chunk_shape": self._chunk_shape(path)},
+        )
+
+    def _chunk_shape(self, path: str) -> list[int]:
+        """The file's chunking (the writer chooses it); one frame per chunk if the file
+        cannot be opened from here."""
+        from bluestem.frames import FRAMES_PATH
+
+        try:
+            import h5py
+
+            with h5py.File(path, "r", swmr=True) as f:
+                return [int(c) for c in f[FRAMES_PATH].chunks]
+        except (OSError, KeyError, TypeError):
+            ky, kx = self.cam.frame_shape()
+            lead = [1] if self._mode == "step" else [1, 1]
+            return [*lead, ky, kx]
+
+    def collect_asset_docs(self, index: int | None = None):
+        """The StreamResource (once), then StreamDatum documents for the scan rows
+        completed since the last call (fly mode) or the queued frames (step mode)."""
+        if self._mode == "step":
+            while self._pending:
+                yield self._pending.popleft()
+            return
+        if not self._file or self._batcher is None:
+            return
+        if self._bundle is None:
+            self._bundle = self._resource(self._file)
+            yield "stream_resource", self._bundle.stream_resource_doc
+        rows = self._batcher.advance(
+            int(self.hdf.num_captured.get(use_monitor=False)),
+            int(self.hdf.dropped_frames.get(use_monitor=False)),
+            finished=self._finished,
+        )
+        if index is not None and rows is not None:
+            rows = (rows[0], min(rows[1], max(index, rows[0])))
+        if rows is not None and rows[1] > rows[0]:
+            yield (
+                "stream_datum",
+                self._bundle.compose_stream_datum(
+                    indices=StreamRange(start=rows[0], stop=rows[1])
+                ),
+            )
+
+    def get_index(self) -> int:
+        """Rows (fly) or frames (step) announced so far."""
+        if self._mode == "step":
+            return self._step_count
+        return self._batcher.announced if self._batcher is not None else 0
+
+    # -- step mode ---------------------------------------------------------------------
+    def trigger(self) -> Status:
+        """One internally triggered frame into its own file; done when the file is
+        closed."""
+        status = DeviceStatus(self)
+
+        def work():
+            try:
+                k = self._step_count
+                self.hdf.file_name.set(f"{self._stem}-{k:06d}").wait(self.timeout)
+                path = self._open_file()
+                self.cam.acquire.put(1, wait=True, timeout=self.timeout)
+                _wait_for(lambda: self.hdf.capture_rbv.get(use_monitor=False) == 0,
+                          self.timeout, f"{self.name}: frame {k} not written")  # fmt: skip
+                self._check_writer()
+                bundle = self._resource(path)
+                self._pending.append(("stream_resource", bundle.stream_resource_doc))
+                self._pending.append(
+                    ("stream_datum", bundle.compose_stream_datum(StreamRange(start=0, stop=1)))
+                )
+                self._step_count = k + 1
+            except Exception as exc:
+                status.set_exception(exc)
+            else:
+                status.set_finished()
+
+        threading.Thread(target=work, name=f"trigger-{self.name}", daemon=True).start()
+        return status
+
+    def describe(self) -> dict[str, dict]:
+        """Step mode: ``{name}_image`` with shape ``[ky, kx]`` per event (external)."""
+        ky, kx = self.cam.frame_shape()
+        return {**super().describe(), self.image_key: self._datum_key([ky, kx])}
+
+    def stop(self, *, success: bool = False) -> None:
+        """On pause/abort: stop acquiring; the IOC closes the file keeping what was
+        written."""
+        if self.connected and self.cam.acquire_rbv.get() == 1:
+            self.cam.acquire.put(0)
+        super().stop(success=success)

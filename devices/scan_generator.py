@@ -1,0 +1,66 @@
+"""The scan generator: geometry settings (verified), start/stop/abort, progress."""
+
+from __future__ import annotations
+
+from ophyd import Component as Cpt
+from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
+
+from .verified import VerifiedEnum, VerifiedSetting
+
+__all__ = ["ScanGenerator"]
+
+# Steps and fields of view are coupled in the hardware (Fov = Step × Shape), so their
+# readbacks are products of floats: a relative tolerance.
+_RTOL = 1e-9
+
+
+class ScanGenerator(Device):
+    """Beam scan generator (``PFX:SCAN:``).
+
+    Geometry settings are :class:`~bluestem.devices.verified.VerifiedSetting` and live in
+    the configuration (they describe the scan, they do not change during it); state,
+    progress and frames done are read. Units: nm, s, deg.
+
+    Writing a shape keeps the step (the field of view follows); writing a field of view
+    sets the step. Set the shape first.
+    """
+
+    shape_x = Cpt(VerifiedSetting, "ShapeX", kind=Kind.config)
+    shape_y = Cpt(VerifiedSetting, "ShapeY", kind=Kind.config)
+    step_x = Cpt(VerifiedSetting, "StepX", rtol=_RTOL, kind=Kind.config)
+    step_y = Cpt(VerifiedSetting, "StepY", rtol=_RTOL, kind=Kind.config)
+    fov_x = Cpt(VerifiedSetting, "FovX", rtol=_RTOL, kind=Kind.config)
+    fov_y = Cpt(VerifiedSetting, "FovY", rtol=_RTOL, kind=Kind.config)
+    dwell = Cpt(VerifiedSetting, "Dwell", rtol=_RTOL, kind=Kind.config)
+    rotation = Cpt(VerifiedSetting, "Rotation", atol=0.01 * 0.501, kind=Kind.config)
+    flyback = Cpt(VerifiedSetting, "Flyback", rtol=_RTOL, kind=Kind.config)
+    mode = Cpt(VerifiedEnum, "Mode", kind=Kind.config)
+    beam_x = Cpt(VerifiedSetting, "BeamX", atol=0.001 * 0.501)
+    beam_y = Cpt(VerifiedSetting, "BeamY", atol=0.001 * 0.501)
+
+    start = Cpt(EpicsSignal, "Start", put_complete=True, kind=Kind.omitted)
+    stop_scan = Cpt(EpicsSignal, "Stop", kind=Kind.omitted)
+    abort = Cpt(EpicsSignal, "Abort", kind=Kind.omitted)
+    state = Cpt(EpicsSignalRO, "State_RBV", string=True, kind=Kind.normal)
+    progress = Cpt(EpicsSignalRO, "Progress_RBV", kind=Kind.omitted)
+    frames_done = Cpt(EpicsSignalRO, "FramesDone_RBV", kind=Kind.omitted)
+    message = Cpt(EpicsSignalRO, "StatusMessage_RBV", string=True, kind=Kind.omitted)
+
+    def geometry(self) -> dict:
+        """The scan as read back: shape (ny, nx), step and fov (dy, dx) in nm, rotation in
+        deg, flyback and dwell in s, mode."""
+        return {
+            "shape": [int(self.shape_y.get()), int(self.shape_x.get())],
+            "step": [float(self.step_y.get()), float(self.step_x.get())],
+            "fov": [float(self.fov_y.get()), float(self.fov_x.get())],
+            "rotation": float(self.rotation.get()),
+            "flyback": float(self.flyback.get()),
+            "dwell": float(self.dwell.get()),
+            "mode": str(self.mode.get()),
+            "units": {"step": "nm", "fov": "nm", "rotation": "deg", "flyback": "s", "dwell": "s"},
+        }
+
+    def stop(self, *, success: bool = False) -> None:
+        """Called by the RunEngine on pause/abort: end a running scan early."""
+        if self.connected and self.state.get() == "Running":
+            self.stop_scan.put(1)

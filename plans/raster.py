@@ -1,0 +1,242 @@
+"""4D rasters: a fly scan (one frame per position, triggered by the scan generator) and a
+step scan (one trigger per beam position, for slow detectors)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+from bluesky.utils import FailedStatus, MsgGenerator, RequestAbort, RequestStop
+
+from .metadata import instrument_state, plain
+from .validation import check_dwell, check_number, check_pair, check_shape
+
+__all__ = ["beam_positions", "configured_run", "failure_reason", "raster", "step_raster"]
+
+FLUSH_PERIOD = 0.5  # s between StreamDatum flushes during a fly scan
+
+
+def _geometry_args(shape, dwell, fov, step, rotation, flyback) -> dict:
+    """Validated scan arguments (nothing touched yet)."""
+    ny, nx = check_shape(shape)
+    if fov is not None and step is not None:
+        raise ValueError(f"fov={fov!r} and step={step!r}: allowed one of them, not both")
+    return {
+        "shape": (ny, nx),
+        "dwell": check_dwell(dwell),
+        "fov": check_pair("fov", fov, low=0.0, high=1e7),
+        "step": check_pair("step", step, low=0.0, high=1e7),
+        "rotation": check_number("rotation", rotation, low=-360.0, high=360.0),
+        "flyback": check_number("flyback", flyback, low=0.0, high=1.0),
+    }
+
+
+def _configure_scan(scan, g: dict, mode: str) -> MsgGenerator[None]:
+    """Verified settings, shape first (a shape keeps the step; a fov sets the step)."""
+    ny, nx = g["shape"]
+    yield from bps.mv(scan.shape_y, ny)
+    yield from bps.mv(scan.shape_x, nx)
+    if g["fov"] is not None:
+        yield from bps.mv(scan.fov_y, g["fov"][0])
+        yield from bps.mv(scan.fov_x, g["fov"][1])
+    if g["step"] is not None:
+        yield from bps.mv(scan.step_y, g["step"][0])
+        yield from bps.mv(scan.step_x, g["step"][1])
+    yield from bps.mv(scan.dwell, g["dwell"])
+    yield from bps.mv(scan.rotation, g["rotation"])
+    yield from bps.mv(scan.flyback, g["flyback"])
+    yield from bps.mv(scan.mode, mode)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The error a failed status wraps (e.g. a ReadbackMismatch naming the setting)."""
+    cause = exc.__cause__ if isinstance(exc, FailedStatus) and exc.__cause__ else exc
+    return f"{type(cause).__name__}: {cause}"
+
+
+def configured_run(
+    configure: Callable[[], MsgGenerator[Any]],
+    state: Callable[[], dict],
+    md: dict,
+    body: Callable[[], MsgGenerator[Any]],
+) -> MsgGenerator[str]:
+    """Configure, read the instrument back, open the run with that state, run ``body``.
+
+    A failure is always recorded as a failed run whose ``reason`` names the error (for a
+    read-back mismatch: setting, request and readback). A configuration that fails (a
+    refused write, a readback that does not follow) still opens a run, with the state as
+    read back then, and closes it with ``exit_status="fail"``. The error is re-raised.
+    """
+    try:
+        yield from configure()
+    except Exception as exc:
+        try:
+            snapshot = state()
+        except Exception as read_exc:  # the record must not hide the first error
+            snapshot = {"state_error": str(read_exc)}
+        reason = failure_reason(exc)
+        yield from bps.open_run({**md, **plain(snapshot), "configuration_error": reason})
+        yield from bps.close_run(exit_status="fail", reason=f"configuration failed: {reason}")
+        raise
+    uid = yield from bps.open_run({**md, **plain(state())})
+    try:
+        yield from body()
+    except (RequestAbort, RequestStop):
+        raise  # the RunEngine records these itself
+    except Exception as exc:
+        yield from bps.close_run(exit_status="fail", reason=failure_reason(exc))
+        raise
+    yield from bps.close_run()
+    return uid
+
+
+def _cleanup(detector, scan) -> MsgGenerator[None]:
+    """Always: end a scan still running and disarm the detector (no-ops when done)."""
+    yield from bps.stop(scan)
+    yield from bps.stop(detector)
+
+
+def _plan_md(plan_name: str, args: dict, detector, scan, microscope, md) -> dict:
+    return {
+        "plan_name": plan_name,
+        "plan_args": plain({k: v for k, v in args.items() if v is not None}),
+        "detectors": [detector.name],
+        "motors": [scan.name],
+        **({"microscope_name": microscope.name} if microscope is not None else {}),
+        **(md or {}),
+    }
+
+
+def raster(
+    detector,
+    scan,
+    *,
+    shape: Sequence[int],
+    dwell: float,
+    fov: float | Sequence[float] | None = None,
+    step: float | Sequence[float] | None = None,
+    rotation: float = 0.0,
+    flyback: float = 0.0,
+    microscope=None,
+    file_stem: str | None = None,
+    settings: Sequence[tuple[Any, Any]] = (),
+    md: dict | None = None,
+) -> MsgGenerator[str]:
+    """Fly raster: one frame per scan position into one HDF5 file, a 4D stream.
+
+    Parameters
+    ----------
+    detector : bluestem.devices.PixelatedDetector
+    scan : bluestem.devices.ScanGenerator
+    shape : (ny, nx)
+        Scan positions, integers 1..4096.
+    dwell : float
+        s per position, 0 < dwell <= 1.
+    fov, step : float or (y, x), optional
+        Field of view or step in nm (one of them; neither keeps the current step).
+    rotation : float
+        Scan rotation in deg, -360..360.
+    flyback : float
+        s of settling per row, 0..1.
+    microscope : bluestem.devices.Microscope, optional
+        Read back into the start document (and used for the angular calibration).
+    file_stem : str, optional
+        File name stem; default ``{detector.name}-{uuid}`` (run-scoped, never reused).
+    settings : sequence of (device, value)
+        Extra verified settings applied with the scan configuration (used by ``series``).
+    md : dict, optional
+        Extra start-document metadata (sample, operator...).
+
+    Returns the run's uid. Stream ``primary``: ``{det}_image`` of shape (nx, ky, kx) per
+    event, one event per scan row.
+    """
+    g = _geometry_args(shape, dwell, fov, step, rotation, flyback)
+    stem = file_stem or f"{detector.name}-{uuid.uuid4()}"
+    args = {**g, "microscope": getattr(microscope, "name", None), "file_stem": stem}
+    meta = _plan_md("raster", args, detector, scan, microscope, md)
+    ny, nx = g["shape"]
+
+    def configure():
+        for device, value in settings:
+            yield from bps.mv(device, value)
+        yield from _configure_scan(scan, g, "Fly")
+        yield from bps.prepare(
+            detector, {"mode": "fly", "shape": (ny, nx), "file_stem": stem}, wait=True
+        )
+
+    def body():
+        yield from bps.declare_stream(detector, name="primary", collect=True)
+        yield from bps.kickoff(detector, wait=True)
+        yield from bps.abs_set(scan.start, 1, wait=True)
+        yield from bps.collect_while_completing(
+            [detector], [detector], flush_period=FLUSH_PERIOD, stream_name="primary"
+        )
+
+    def state():
+        return {**instrument_state(detector, scan, microscope), "raw_file_stem": stem}
+
+    return (
+        yield from bpp.finalize_wrapper(
+            configured_run(configure, state, meta, body), _cleanup(detector, scan)
+        )
+    )
+
+
+def beam_positions(shape: tuple[int, int], step: Sequence[float]) -> list[tuple[float, float]]:
+    """Row-major (y, x) beam positions in nm from the scan centre."""
+    ny, nx = shape
+    dy, dx = step
+    return [
+        ((iy - (ny - 1) / 2) * dy, (ix - (nx - 1) / 2) * dx)
+        for iy in range(ny)
+        for ix in range(nx)
+    ]
+
+
+def step_raster(
+    detector,
+    scan,
+    *,
+    shape: Sequence[int],
+    dwell: float,
+    fov: float | Sequence[float] | None = None,
+    step: float | Sequence[float] | None = None,
+    microscope=None,
+    file_stem: str | None = None,
+    md: dict | None = None,
+) -> MsgGenerator[str]:
+    """Step raster: move the beam (``BeamY``/``BeamX``, verified), take one internally
+    triggered frame of ``dwell`` s, for every position in row-major order.
+
+    Arguments as :func:`raster` (rotation is not applied to beam positions: they are
+    scan-frame coordinates). Stream ``primary``: one event per position with the beam
+    readbacks and ``{det}_image`` (ky, kx); one file per frame.
+    """
+    g = _geometry_args(shape, dwell, fov, step, 0.0, 0.0)
+    stem = file_stem or f"{detector.name}-{uuid.uuid4()}"
+    args = {**g, "microscope": getattr(microscope, "name", None), "file_stem": stem}
+    meta = _plan_md("step_raster", args, detector, scan, microscope, md)
+
+    def configure():
+        yield from _configure_scan(scan, g, "Step")
+        yield from bps.prepare(
+            detector, {"mode": "step", "file_stem": stem, "acquire_time": g["dwell"]}, wait=True
+        )
+
+    def body():
+        steps = [float(scan.step_y.get()), float(scan.step_x.get())]
+        for y, x in beam_positions(g["shape"], steps):
+            yield from bps.mv(scan.beam_y, y, scan.beam_x, x)
+            yield from bps.trigger_and_read([detector, scan.beam_y, scan.beam_x])
+
+    def state():
+        return {**instrument_state(detector, scan, microscope), "raw_file_stem": stem}
+
+    return (
+        yield from bpp.finalize_wrapper(
+            configured_run(configure, state, meta, body), _cleanup(detector, scan)
+        )
+    )

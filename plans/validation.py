@@ -1,0 +1,62 @@
+"""Plan arguments checked before anything moves or acquires."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "MAX_SHAPE",
+    "check_dwell",
+    "check_number",
+    "check_pair",
+    "check_shape",
+]
+
+MAX_SHAPE = 4096  # the scan generator's limit per axis
+MAX_DWELL = 1.0  # s, the scan generator's limit
+
+
+def check_number(
+    name: str, value: Any, *, low: float, high: float, low_open: bool = False
+) -> float:
+    """``value`` as a finite float in ``[low, high]`` (``(low, high]`` if ``low_open``)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    ok = math.isfinite(x) and (x > low if low_open else x >= low) and x <= high
+    if not ok or isinstance(value, bool):
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name}={value!r}: allowed {bracket}{low:g}, {high:g}]")
+    return x
+
+
+def check_shape(value: Any, name: str = "shape", *, ndim: int = 2) -> tuple[int, ...]:
+    """A scan shape: ``ndim`` integers in 1..4096."""
+    if isinstance(value, int) and not isinstance(value, bool) and ndim == 1:
+        value = (value,)
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != ndim:
+        raise ValueError(f"{name}={value!r}: allowed {ndim} integers, each 1..{MAX_SHAPE}")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_SHAPE:
+            raise ValueError(f"{name}={value!r}: allowed {ndim} integers, each 1..{MAX_SHAPE}")
+        out.append(int(v))
+    return tuple(out)
+
+
+def check_dwell(value: Any, name: str = "dwell") -> float:
+    """Dwell (or exposure) per position in s: ``0 < dwell <= 1``."""
+    return check_number(name, value, low=0.0, high=MAX_DWELL, low_open=True)
+
+
+def check_pair(name: str, value: Any, *, low: float, high: float, low_open: bool = True):
+    """A (y, x) pair of numbers (a scalar means both), each in the range."""
+    if value is None:
+        return None
+    pair = (value, value) if not isinstance(value, Sequence) else tuple(value)
+    if len(pair) != 2:
+        raise ValueError(f"{name}={value!r}: allowed a number or a (y, x) pair")
+    return tuple(check_number(name, v, low=low, high=high, low_open=low_open) for v in pair)

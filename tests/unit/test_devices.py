@@ -1,0 +1,54 @@
+"""Device logic without an IOC: readback tolerance, row batching, dtypes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bluestem.devices import ReadbackMismatch, RowBatcher, dtype_of_depth, readback_matches
+from bluestem.devices.microscope import half_quantum
+
+
+def test_readback_within_half_quantum():
+    atol = half_quantum(0.1)
+    assert readback_matches(12.34, 12.3, atol=atol)  # rounded by the hardware
+    assert readback_matches(12.35, 12.4, atol=atol)
+    assert not readback_matches(12.34, 12.2, atol=atol)
+    assert not readback_matches(50.0, 0.0, atol=atol)  # a stuck setting
+    assert readback_matches(1e-4, 1e-4 * (1 + 1e-12), rtol=1e-9)
+    assert not readback_matches(1.0, float("nan"), atol=1.0)
+    assert readback_matches("On", "On") and not readback_matches("On", "Off")
+
+
+def test_mismatch_names_setting_request_readback():
+    exc = ReadbackMismatch("P:MIC:Defocus", 50.0, 0.0, "±0.0501", 2.0)
+    assert str(exc) == "P:MIC:Defocus: requested 50.0, read back 0.0 (allowed ±0.0501) after 2 s"
+
+
+def test_rows_batched_from_counters():
+    b = RowBatcher(rows=4, row_length=16)
+    assert b.advance(captured=15) is None  # no row complete yet
+    assert b.advance(captured=40) == (0, 2)  # one datum for two rows
+    assert b.advance(captured=47) is None
+    assert b.advance(captured=47, dropped=1) == (2, 3)  # a dropped frame completes a row
+    assert b.advance(captured=50, finished=True) == (3, 4)  # the file's final shape
+    assert b.advance(captured=64, finished=True) is None
+    assert b.announced == 4
+
+
+def test_rows_never_exceed_the_scan():
+    b = RowBatcher(rows=2, row_length=3)
+    assert b.advance(captured=100) == (0, 2)
+    with pytest.raises(ValueError, match="rows=0"):
+        RowBatcher(0, 3)
+
+
+@pytest.mark.parametrize(("depth", "dtype"), [(1, np.uint8), (6, np.uint8), (12, np.uint16),
+                                               ("24", np.uint32)])  # fmt: skip
+def test_counter_depth_dtype(depth, dtype):
+    assert dtype_of_depth(depth) == np.dtype(dtype)
+
+
+def test_bad_counter_depth():
+    with pytest.raises(ValueError, match="allowed 1, 6, 12, 24"):
+        dtype_of_depth(16)
