@@ -6,6 +6,7 @@ import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 
+from .text import TextSignalRO
 from .verified import VerifiedEnum, VerifiedSetting
 
 __all__ = ["DetectorCam", "HDF5Writer", "dtype_of_depth"]
@@ -40,10 +41,10 @@ class DetectorCam(Device):
     max_size_y = Cpt(EpicsSignalRO, "MaxSizeY_RBV", **_CONFIG)
     array_size_x = Cpt(EpicsSignalRO, "ArraySizeX_RBV", **_CONFIG)
     array_size_y = Cpt(EpicsSignalRO, "ArraySizeY_RBV", **_CONFIG)
-    data_type = Cpt(EpicsSignalRO, "DataType_RBV", string=True, **_CONFIG)
-    detector_state = Cpt(EpicsSignalRO, "DetectorState_RBV", string=True, kind=Kind.omitted)
+    data_type = Cpt(TextSignalRO, "DataType_RBV", **_CONFIG)
+    detector_state = Cpt(TextSignalRO, "DetectorState_RBV", kind=Kind.omitted)
     array_counter = Cpt(EpicsSignalRO, "ArrayCounter_RBV", kind=Kind.omitted)
-    message = Cpt(EpicsSignalRO, "StatusMessage_RBV", string=True, kind=Kind.omitted)
+    message = Cpt(TextSignalRO, "StatusMessage_RBV", kind=Kind.omitted)
 
     def frame_shape(self) -> tuple[int, int]:
         """(ky, kx) after binning, as read back."""
@@ -65,9 +66,9 @@ class HDF5Writer(Device):
     compression = Cpt(VerifiedEnum, "Compression", **_CONFIG)
     capture = Cpt(EpicsSignal, "Capture", kind=Kind.omitted)
     capture_rbv = Cpt(EpicsSignalRO, "Capture_RBV", kind=Kind.omitted)
-    full_file_name = Cpt(EpicsSignalRO, "FullFileName_RBV", string=True, kind=Kind.omitted)
+    full_file_name = Cpt(TextSignalRO, "FullFileName_RBV", kind=Kind.omitted)
     num_captured = Cpt(EpicsSignalRO, "NumCaptured_RBV", kind=Kind.omitted)
     dropped_frames = Cpt(EpicsSignalRO, "DroppedFrames_RBV", kind=Kind.omitted)
-    write_status = Cpt(EpicsSignalRO, "WriteStatus", string=True, kind=Kind.omitted)
-    write_message = Cpt(EpicsSignalRO, "WriteMessage", string=True, kind=Kind.omitted)
+    write_status = Cpt(TextSignalRO, "WriteStatus", kind=Kind.omitted)
+    write_message = Cpt(TextSignalRO, "WriteMessage", kind=Kind.omitted)
     file_path_exists = Cpt(EpicsSignalRO, "FilePathExists_RBV", kind=Kind.omitted)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignalRO, Kind
 
+from .text import TextSignalRO
 from .verified import VerifiedEnum, VerifiedSetting
 
 __all__ = ["Microscope", "half_quantum"]
@@ -45,7 +46,7 @@ class Microscope(Device):
     stage_z = _setting("StageZ", 0.001)  # um
     stage_alpha = _setting("StageAlpha", 0.01)  # deg
     stage_beta = _setting("StageBeta", 0.01)  # deg
-    message = Cpt(EpicsSignalRO, "StatusMessage_RBV", kind=Kind.omitted, string=True)
+    message = Cpt(TextSignalRO, "StatusMessage_RBV", kind=Kind.omitted)
 
     #: The settings a plan may change (``series(..., setting=...)``).
     SETTINGS = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 
+from .text import TextSignalRO
 from .verified import VerifiedEnum, VerifiedSetting
 
 __all__ = ["ScanGenerator"]
@@ -41,10 +42,10 @@ class ScanGenerator(Device):
     start = Cpt(EpicsSignal, "Start", put_complete=True, kind=Kind.omitted)
     stop_scan = Cpt(EpicsSignal, "Stop", kind=Kind.omitted)
     abort = Cpt(EpicsSignal, "Abort", kind=Kind.omitted)
-    state = Cpt(EpicsSignalRO, "State_RBV", string=True, kind=Kind.normal)
+    state = Cpt(TextSignalRO, "State_RBV", kind=Kind.normal)
     progress = Cpt(EpicsSignalRO, "Progress_RBV", kind=Kind.omitted)
     frames_done = Cpt(EpicsSignalRO, "FramesDone_RBV", kind=Kind.omitted)
-    message = Cpt(EpicsSignalRO, "StatusMessage_RBV", string=True, kind=Kind.omitted)
+    message = Cpt(TextSignalRO, "StatusMessage_RBV", kind=Kind.omitted)
 
     def geometry(self) -> dict:
         """The scan as read back: shape (ny, nx), step and fov (dy, dx) in nm, rotation in

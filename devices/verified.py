@@ -19,6 +19,8 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import DeviceStatus
 
+from .text import TextSignal, TextSignalRO
+
 __all__ = ["ReadbackMismatch", "VerifiedEnum", "VerifiedSetting", "readback_matches"]
 
 
@@ -151,6 +153,6 @@ class VerifiedEnum(VerifiedSetting):
     """A verified enum setting: states compared as strings; an integer request is mapped
     to the state's name."""
 
-    setpoint = Cpt(EpicsSignal, "", kind=Kind.config, string=True)
-    readback = Cpt(EpicsSignalRO, "_RBV", kind=Kind.hinted | Kind.config, string=True)
+    setpoint = Cpt(TextSignal, "", kind=Kind.config)
+    readback = Cpt(TextSignalRO, "_RBV", kind=Kind.hinted | Kind.config)
     enum = True

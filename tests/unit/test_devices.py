@@ -52,3 +52,29 @@ def test_counter_depth_dtype(depth, dtype):
 def test_bad_counter_depth():
     with pytest.raises(ValueError, match="allowed 1, 6, 12, 24"):
         dtype_of_depth(16)
+
+
+def test_text_description_drops_bytes_and_keeps_the_rest():
+    from bluestem.devices.text import text_description
+
+    # What ophyd's describe() gives for a caproto CHAR-waveform PV: bytes control limits.
+    desc = {
+        "det_hdf_file_path": {
+            "source": "PV:X:DET:HDF1:FilePath_RBV",
+            "dtype": "string",
+            "shape": [],
+            "lower_ctrl_limit": b"\x00",
+            "upper_ctrl_limit": b"\x00",
+        }
+    }
+    out = text_description(desc)
+    assert out == {
+        "det_hdf_file_path": {
+            "source": "PV:X:DET:HDF1:FilePath_RBV",
+            "dtype": "string",
+            "shape": [],
+        }
+    }
+    import json
+
+    json.dumps(out)  # a journal line needs no special encoder for it
