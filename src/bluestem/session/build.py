@@ -1,0 +1,179 @@
+"""``build_session``: the one call an IPython profile (or the demo) makes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import SessionConfig, load_config
+
+__all__ = ["Session", "build_session"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """A ready RunEngine with its devices and callbacks.
+
+    Devices are in ``devices`` (name -> device) and also attributes (``session.mic``).
+
+    Attributes
+    ----------
+    RE : bluesky.RunEngine
+    devices : dict
+    catalog : tiled client or None
+        The catalogue root, when one is configured and answered at start.
+    callbacks : dict
+        Name (``journal``, ``writer``, ``progress``) -> RunEngine subscription token.
+    journal : DocumentJournal or None
+    writer : ResilientTiledWriter or None
+    progress : ProgressBar or None
+    config : SessionConfig
+    """
+
+    RE: Any
+    devices: dict
+    catalog: Any = None
+    callbacks: dict = field(default_factory=dict)
+    journal: Any = None
+    writer: Any = None
+    progress: Any = None
+    config: SessionConfig | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        devices = self.__dict__.get("devices") or {}
+        if name in devices:
+            return devices[name]
+        raise AttributeError(f"Session has no attribute or device {name!r}")
+
+    def namespace(self) -> dict:
+        """Names for an interactive namespace: the ``__all__`` of every module of the
+        inventory's ``namespace`` (e.g. ``bluestem.plans``), ``RE``, ``session``,
+        ``catalog`` and every device by its name."""
+        import importlib
+
+        plans = {}
+        for module_name in self.config.namespace if self.config else ():
+            module = importlib.import_module(module_name)
+            names = getattr(module, "__all__", [n for n in vars(module) if not n.startswith("_")])
+            plans.update({name: getattr(module, name) for name in names})
+        return {**plans, "RE": self.RE, "session": self, "catalog": self.catalog,
+                **self.devices}  # fmt: skip
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        """Unsubscribe, flush the catalogue writer, close the journal (idempotent)."""
+        for token in self.callbacks.values():
+            self.RE.unsubscribe(token)
+        self.callbacks.clear()
+        if self.writer is not None:
+            self.writer.close(timeout)
+        if self.journal is not None:
+            self.journal.close()
+
+
+def _set_ca_env(ca: Mapping[str, str]) -> None:
+    # caproto reads EPICS_CA_* once, when its first client context is made: set them first.
+    os.environ.update(ca)
+
+
+def _connect(devices: dict, timeout: float) -> None:
+    for name, device in devices.items():
+        try:
+            device.wait_for_connection(timeout=timeout)
+        except TimeoutError:
+            missing = [
+                getattr(walk.item, "pvname", None) or walk.item.name
+                for walk in device.walk_signals(include_lazy=False)
+                if not walk.item.connected
+            ]
+            pvs = ", ".join(str(p) for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise ConnectionError(
+                f"device {name!r} ({type(device).__name__}, prefix {device.prefix!r}): "
+                f"{len(missing)} PV(s) did not connect within {timeout} s: {pvs}. "
+                "Is the IOC running and EPICS_CA_ADDR_LIST / the config's ca: right?"
+            ) from None
+
+
+def _catalog_client(catalog: dict):
+    from tiled.client import from_uri
+
+    try:
+        return from_uri(catalog["uri"], api_key=catalog.get("api_key"))
+    except Exception as exc:  # the run goes on; the writer retries at each run
+        logger.warning("catalogue %s not reachable now (%s); runs go to the journal and are "
+                       "written when it answers", catalog["uri"], exc)  # fmt: skip
+        return None
+
+
+def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) -> Session:
+    """Build a RunEngine session from an inventory (mapping or YAML path).
+
+    Sets the CA environment (``ca:``) and ``ophyd.set_cl("caproto")``, creates the
+    devices and connects them (``ConnectionError`` naming the PVs that did not connect),
+    creates the RunEngine with ``metadata`` in ``RE.md``, a baseline stream of the
+    ``baseline:`` devices (default: every device that is not a flyer, i.e. has no
+    ``kickoff``), and subscribes, in this order, the
+    document journal, the resilient catalogue writer and the progress bar.
+
+    Parameters
+    ----------
+    config : mapping or path
+        See ``docs/session.md``.
+    connect : bool
+        Wait for every device to connect (``connect_timeout``, default 10 s).
+
+    Raises
+    ------
+    ValueError
+        A bad inventory entry (names the key, the value and what is allowed).
+    ConnectionError
+        A device did not connect.
+    """
+    cfg = config if isinstance(config, SessionConfig) else load_config(config)
+    _set_ca_env(cfg.ca)
+
+    import ophyd
+    from bluesky import RunEngine
+    from bluesky.preprocessors import SupplementalData
+
+    from bluestem.callbacks import DocumentJournal, ResilientTiledWriter
+    from bluestem.callbacks.progress import ProgressBar
+
+    ophyd.set_cl("caproto")
+    devices = {s.name: s.cls(s.prefix, name=s.name, **s.kwargs) for s in cfg.devices}
+    if connect:
+        _connect(devices, cfg.connect_timeout)
+
+    RE = RunEngine({})
+    RE.md.update(cfg.metadata)
+    base = ([devices[n] for n in cfg.baseline] if cfg.baseline is not None
+            else [d for d in devices.values() if not hasattr(d, "kickoff")])  # fmt: skip
+    if base:
+        RE.preprocessors.append(SupplementalData(baseline=base))
+
+    session = Session(RE=RE, devices=devices, config=cfg)
+    journal_dir = cfg.journal_dir or (cfg.data_root / "journal" if cfg.data_root else None)
+    if journal_dir is not None:
+        session.journal = DocumentJournal(journal_dir)
+        session.callbacks["journal"] = RE.subscribe(session.journal)
+    if cfg.catalog is not None:
+        cat = cfg.catalog
+        session.catalog = _catalog_client(cat)
+        factory = session.catalog or (
+            lambda: __import__("tiled.client", fromlist=["from_uri"]).from_uri(
+                cat["uri"], api_key=cat.get("api_key")
+            )
+        )
+        session.writer = ResilientTiledWriter(
+            factory, journal=session.journal, batch_size=int(cat.get("batch_size", 100))
+        )
+        session.callbacks["writer"] = RE.subscribe(session.writer)
+    if cfg.progress:
+        detectors = [d for d in devices.values() if hasattr(d, "hdf")]
+        session.progress = ProgressBar(detectors=detectors)
+        session.callbacks["progress"] = RE.subscribe(session.progress)
+    return session
