@@ -160,6 +160,13 @@ def _experiment(args, ioc, uri: str, key: str, out: Path, raw: Path, shape) -> i
             f"           run = from_uri({uri!r}, api_key={key!r})[{uid!r}]; "
             "run['primary']['det_image'][0, 0]"
         )
+        if not args.catalog:
+            # The embedded catalogue stops with the demo; its files stay in OUT.
+            port = uri.rsplit(":", 1)[-1]
+            print(
+                f"serve it:  bluestem serve --dir {out / 'catalog'} --raw-dir {raw} "
+                f"--port {port} --api-key {key}   (the embedded server stops with the demo)"
+            )
         for png in _pngs(path, out, uid[:8]):
             print(f"image:     {png}")
         ok = report.ok and progress["dropped"] == 0 and synced
