@@ -19,11 +19,15 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import writer_only
 
 
 def main() -> int:
@@ -114,7 +118,7 @@ def main() -> int:
     fps = written / elapsed
     size = Path(path).stat().st_size
     os.sync()
-    baseline_fps, baseline_s = writer_only(path, work, ny, nx)
+    baseline_fps, baseline_s = writer_only(path, work, (ny, nx))
     lat_ms = np.array(latencies) * 1e3
     p50 = float(np.median(lat_ms))
     p99 = float(np.percentile(lat_ms, 99))
@@ -148,29 +152,6 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))
     return 0 if report.ok and dropped == 0 and written == total else 1
-
-
-def writer_only(path: str, work: Path, ny: int, nx: int) -> tuple[float, float]:
-    """FrameWriter alone, rows of the IOC's file replayed from memory; (fps, seconds)."""
-    import h5py
-
-    from bluestem.frames import FRAMES_PATH, FrameWriter
-
-    with h5py.File(path, "r") as f:
-        data = f[FRAMES_PATH]
-        rows = data[: min(ny, 32)]  # 32 rows in memory (256 MiB at 256 x 128^2 uint16)
-        frame_shape, dtype = data.shape[2:], data.dtype
-    target = work / "writer_only.h5"
-    writer = FrameWriter(target, scan_shape=(ny, nx), frame_shape=frame_shape, dtype=dtype)
-    t0 = time.perf_counter()
-    writer.open()
-    for row in range(ny):
-        # A fresh array per submit: ownership passes to the writer.
-        writer.submit(row * nx, np.array(rows[row % len(rows)]))
-    summary = writer.close()
-    seconds = time.perf_counter() - t0
-    target.unlink()
-    return summary.frames_written / seconds, seconds
 
 
 if __name__ == "__main__":
