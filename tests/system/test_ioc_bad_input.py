@@ -27,7 +27,7 @@ def earlier_file(sim):
     return path, digest(path)
 
 
-def refused(ca, pv, value, *, message_pv, expect):
+def check_refused(ca, pv, value, *, message_pv, expect):
     """Put ``value``; assert the refusal is visible everywhere; return the CA error."""
     before = ca.get(pv)
     with pytest.raises(Exception) as info:  # caproto's ErrorResponseReceived
@@ -50,7 +50,7 @@ def refused(ca, pv, value, *, message_pv, expect):
     return message
 
 
-def cleared(ca, pv, value, *, last=True):
+def check_cleared(ca, pv, value, *, last=True):
     """A good write clears the flag (and STATUS, once the last flag is cleared)."""
     ca.put(pv, value)
     assert ca.alarm(pv) == (AlarmStatus.NO_ALARM, AlarmSeverity.NO_ALARM)
@@ -82,8 +82,8 @@ def still_fine(sim, earlier_file):
 def test_out_of_range(ca, pv, value, expect):
     group = "DET:cam1:StatusMessage_RBV" if pv.startswith("DET") else "SCAN:StatusMessage_RBV"
     good = ca.get(pv)
-    refused(ca, pv, value, message_pv=group, expect=expect)
-    cleared(ca, pv, good)
+    check_refused(ca, pv, value, message_pv=group, expect=expect)
+    check_cleared(ca, pv, good)
 
 
 @pytest.mark.parametrize(
@@ -99,8 +99,8 @@ def test_out_of_range(ca, pv, value, expect):
 )
 def test_unknown_enum_value(ca, pv, value, message_pv):
     good = ca.get(pv)
-    refused(ca, pv, value, message_pv=message_pv, expect=[str(value), "allowed values"])
-    cleared(ca, pv, good)
+    check_refused(ca, pv, value, message_pv=message_pv, expect=[str(value), "allowed values"])
+    check_cleared(ca, pv, good)
 
 
 def test_capture_that_would_not_fit_the_disk(ca, sim):
@@ -112,7 +112,7 @@ def test_capture_that_would_not_fit_the_disk(ca, sim):
             ca.put(pv, value)
         number = ca.get("DET:HDF1:FileNumber")
         files = sorted(sim[2].iterdir())
-        message = refused(
+        message = check_refused(
             ca, "DET:HDF1:Capture", 1, message_pv="DET:HDF1:WriteMessage",
             expect=["(4096, 4096)", "GB", "free"],
         )  # fmt: skip
@@ -136,10 +136,12 @@ def test_file_path_missing_or_not_writable(ca, sim, bad):
         bad = str(sim[2] / "a-file")
         Path(bad).write_text("not a directory")
     why = "not writable" if bad == "/proc" else "does not exist"
-    refused(ca, "DET:HDF1:FilePath", bad, message_pv="DET:HDF1:WriteMessage", expect=[bad, why])
+    check_refused(
+        ca, "DET:HDF1:FilePath", bad, message_pv="DET:HDF1:WriteMessage", expect=[bad, why]
+    )
     assert ca.get("DET:HDF1:FilePathExists_RBV") == 0
     assert ca.get_str("DET:HDF1:FilePath_RBV") == good
-    cleared(ca, "DET:HDF1:FilePath", good)
+    check_cleared(ca, "DET:HDF1:FilePath", good)
     assert ca.get("DET:HDF1:FilePathExists_RBV") == 1
 
 
@@ -150,7 +152,7 @@ def test_existing_file_is_never_overwritten(ca, earlier_file):
     ca.put("DET:HDF1:FileName", "earlier")
     ca.put("DET:HDF1:FileNumber", 1)
     try:
-        refused(ca, "DET:HDF1:Capture", 1, message_pv="DET:HDF1:WriteMessage",
+        check_refused(ca, "DET:HDF1:Capture", 1, message_pv="DET:HDF1:WriteMessage",
                 expect=["exists", "never overwritten"])  # fmt: skip
     finally:
         ca.put("DET:HDF1:FileName", name)
@@ -179,7 +181,7 @@ def test_settings_refused_during_acquisition_but_beam_blank_works(ca):
     try:
         ca.wait("SCAN:State_RBV", lambda s: s == "Running", timeout=10)
         for pv, value, message_pv in CHANGES_DURING_ACQUISITION:
-            message = refused(ca, pv, value, message_pv=message_pv, expect=["acquisition"])
+            message = check_refused(ca, pv, value, message_pv=message_pv, expect=["acquisition"])
             assert repr(value) in message or str(value) in message
             assert ca.alarm(pv)[1] == AlarmSeverity.MAJOR_ALARM
         ca.put("SCAN:Dwell", ca.get("SCAN:Dwell"))  # re-writing the same value is no change
@@ -192,7 +194,7 @@ def test_settings_refused_during_acquisition_but_beam_blank_works(ca):
         ca.put("MIC:BeamBlank", "Off")
     for i, (pv, _, _) in enumerate(CHANGES_DURING_ACQUISITION, 1):
         value = "locked" if pv.endswith("FileName") else ca.get(pv)
-        cleared(ca, pv, value, last=i == len(CHANGES_DURING_ACQUISITION))
+        check_cleared(ca, pv, value, last=i == len(CHANGES_DURING_ACQUISITION))
     from bluestem.frames import verify_file
 
     assert verify_file(path).ok
