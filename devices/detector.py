@@ -8,7 +8,6 @@ of completed scan rows), so every consumer reads the same file.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -21,6 +20,7 @@ from ophyd.status import DeviceStatus, Status
 
 from .areadetector import DetectorCam, HDF5Writer
 from .stream import RowBatcher
+from .threaded import status_of_thread
 
 __all__ = ["AcquisitionError", "PixelatedDetector"]
 
@@ -111,34 +111,27 @@ class PixelatedDetector(Device):
         if mode not in ("fly", "step"):
             raise ValueError(f"detector mode {mode!r}: allowed 'fly', 'step'")
         stem = str(value["file_stem"])
-        status = DeviceStatus(self)
 
         def work():
-            try:
-                self.hdf.file_path.set(self.root_path.get()).wait(self.timeout)
-                self.hdf.file_name.set(stem).wait(self.timeout)
-                if mode == "fly":
-                    self.cam.trigger_mode.set("External").wait(self.timeout)
-                else:
-                    self.cam.trigger_mode.set("Internal").wait(self.timeout)
-                    self.cam.image_mode.set("Single").wait(self.timeout)
-                    self.hdf.num_capture.set(1).wait(self.timeout)
-                    if "acquire_time" in value:
-                        t = float(value["acquire_time"])
-                        self.cam.acquire_period.set(t).wait(self.timeout)
-                        self.cam.acquire_time.set(t).wait(self.timeout)
-            except Exception as exc:
-                status.set_exception(exc)
+            self.hdf.file_path.set(self.root_path.get()).wait(self.timeout)
+            self.hdf.file_name.set(stem).wait(self.timeout)
+            if mode == "fly":
+                self.cam.trigger_mode.set("External").wait(self.timeout)
             else:
-                status.set_finished()
+                self.cam.trigger_mode.set("Internal").wait(self.timeout)
+                self.cam.image_mode.set("Single").wait(self.timeout)
+                self.hdf.num_capture.set(1).wait(self.timeout)
+                if "acquire_time" in value:
+                    t = float(value["acquire_time"])
+                    self.cam.acquire_period.set(t).wait(self.timeout)
+                    self.cam.acquire_time.set(t).wait(self.timeout)
 
         self._mode, self._stem = mode, stem
         self._shape = tuple(int(s) for s in value.get("shape", (1, 1)))  # type: ignore[assignment]
         self._batcher, self._bundle, self._file = None, None, ""
         self._finished, self._step_count = False, 0
         self._pending.clear()
-        threading.Thread(target=work, name=f"prepare-{self.name}", daemon=True).start()
-        return status
+        return status_of_thread(self, work, "prepare")
 
     # -- fly mode ----------------------------------------------------------------------
     def _open_file(self) -> str:
@@ -150,23 +143,16 @@ class PixelatedDetector(Device):
 
     def kickoff(self) -> DeviceStatus:
         """Open the file and arm the detector; done when it waits for the scan."""
-        status = DeviceStatus(self)
         ny, nx = self._shape
 
         def work():
-            try:
-                self._file = self._open_file()
-                self._batcher = RowBatcher(ny, nx)
-                self.cam.acquire.put(1, wait=True, timeout=self.timeout)
-                _wait_for(lambda: self.cam.acquire_rbv.get(use_monitor=False) == 1,
-                          self.timeout, f"{self.cam.acquire_rbv.pvname} not 1")  # fmt: skip
-            except Exception as exc:
-                status.set_exception(exc)
-            else:
-                status.set_finished()
+            self._file = self._open_file()
+            self._batcher = RowBatcher(ny, nx)
+            self.cam.acquire.put(1, wait=True, timeout=self.timeout)
+            _wait_for(lambda: self.cam.acquire_rbv.get(use_monitor=False) == 1,
+                      self.timeout, f"{self.cam.acquire_rbv.pvname} not 1")  # fmt: skip
 
-        threading.Thread(target=work, name=f"kickoff-{self.name}", daemon=True).start()
-        return status
+        return status_of_thread(self, work, "kickoff")
 
     def _check_writer(self) -> None:
         if self.hdf.write_status.get(use_monitor=False) == "Write error":
@@ -179,22 +165,15 @@ class PixelatedDetector(Device):
     def complete(self) -> DeviceStatus:
         """Done when the IOC has closed the file (``Capture_RBV`` back to 0); fails on a
         write error."""
-        status = DeviceStatus(self)
 
         def work():
-            try:
-                while self.hdf.capture_rbv.get(use_monitor=False) != 0:
-                    self._check_writer()
-                    time.sleep(POLL)
+            while self.hdf.capture_rbv.get(use_monitor=False) != 0:
                 self._check_writer()
-                self._finished = True
-            except Exception as exc:
-                status.set_exception(exc)
-            else:
-                status.set_finished()
+                time.sleep(POLL)
+            self._check_writer()
+            self._finished = True
 
-        threading.Thread(target=work, name=f"complete-{self.name}", daemon=True).start()
-        return status
+        return status_of_thread(self, work, "complete")
 
     def _datum_key(self, shape: list[int]) -> dict:
         dtype = self.cam.dtype()
@@ -273,30 +252,23 @@ class PixelatedDetector(Device):
     def trigger(self) -> Status:
         """One internally triggered frame into its own file; done when the file is
         closed."""
-        status = DeviceStatus(self)
 
         def work():
-            try:
-                k = self._step_count
-                self.hdf.file_name.set(f"{self._stem}-{k:06d}").wait(self.timeout)
-                path = self._open_file()
-                self.cam.acquire.put(1, wait=True, timeout=self.timeout)
-                _wait_for(lambda: self.hdf.capture_rbv.get(use_monitor=False) == 0,
-                          self.timeout, f"{self.name}: frame {k} not written")  # fmt: skip
-                self._check_writer()
-                bundle = self._resource(path)
-                self._pending.append(("stream_resource", bundle.stream_resource_doc))
-                self._pending.append(
-                    ("stream_datum", bundle.compose_stream_datum(StreamRange(start=0, stop=1)))
-                )
-                self._step_count = k + 1
-            except Exception as exc:
-                status.set_exception(exc)
-            else:
-                status.set_finished()
+            k = self._step_count
+            self.hdf.file_name.set(f"{self._stem}-{k:06d}").wait(self.timeout)
+            path = self._open_file()
+            self.cam.acquire.put(1, wait=True, timeout=self.timeout)
+            _wait_for(lambda: self.hdf.capture_rbv.get(use_monitor=False) == 0,
+                      self.timeout, f"{self.name}: frame {k} not written")  # fmt: skip
+            self._check_writer()
+            bundle = self._resource(path)
+            self._pending.append(("stream_resource", bundle.stream_resource_doc))
+            self._pending.append(
+                ("stream_datum", bundle.compose_stream_datum(StreamRange(start=0, stop=1)))
+            )
+            self._step_count = k + 1
 
-        threading.Thread(target=work, name=f"trigger-{self.name}", daemon=True).start()
-        return status
+        return status_of_thread(self, work, "trigger")
 
     def describe(self) -> dict[str, dict]:
         """Step mode: ``{name}_image`` with shape ``[ky, kx]`` per event (external)."""

@@ -11,7 +11,6 @@ on believing a value the hardware did not take.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import DeviceStatus
 
 from .text import TextSignal, TextSignalRO
+from .threaded import status_of_thread
 
 __all__ = ["ReadbackMismatch", "VerifiedEnum", "VerifiedSetting", "readback_matches"]
 
@@ -133,20 +133,13 @@ class VerifiedSetting(Device):
         The returned status fails with the IOC's refusal (a put error) or with
         :class:`ReadbackMismatch`.
         """
-        status = DeviceStatus(self)
         request = self._normalise(value)
 
         def work():
-            try:
-                self.setpoint.put(request, wait=True, timeout=self.verify_timeout + 5.0)
-                self.verify(request)
-            except Exception as exc:
-                status.set_exception(exc)
-            else:
-                status.set_finished()
+            self.setpoint.put(request, wait=True, timeout=self.verify_timeout + 5.0)
+            self.verify(request)
 
-        threading.Thread(target=work, name=f"verify-{self.name}", daemon=True).start()
-        return status
+        return status_of_thread(self, work, "verify")
 
 
 class VerifiedEnum(VerifiedSetting):
