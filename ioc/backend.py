@@ -8,12 +8,13 @@ produced the file (:func:`twin_from_parameters`).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["build_render", "twin_from_parameters", "twin_parameters"]
+__all__ = ["TwinReuse", "build_render", "twin_from_parameters", "twin_parameters"]
 
 
 def twin_parameters(
@@ -49,6 +50,22 @@ def twin_parameters(
     }
 
 
+def _acquisition(params: Mapping[str, Any]) -> dict:
+    """The per-acquisition arguments of a twin (scan, dose, seed, faults)."""
+    from bluestem import twin as tw
+
+    scan = dict(params["scan"])
+    scan["shape"] = tuple(scan["shape"])
+    scan["step"] = tuple(scan["step"])
+    faults = tw.FaultPlan.parse(params["faults"]) if params.get("faults") else None
+    return {
+        "scan": tw.ScanGeometry(**scan),
+        "dose_per_frame": params["dose_per_frame"],
+        "seed": params["seed"],
+        "faults": faults,
+    }
+
+
 def twin_from_parameters(params: Mapping[str, Any] | str):
     """Build a :class:`bluestem.twin.Twin` from :func:`twin_parameters` (or its JSON)."""
     from bluestem import twin as tw
@@ -57,19 +74,45 @@ def twin_from_parameters(params: Mapping[str, Any] | str):
         params = json.loads(params)
     det = dict(params["detector"])
     det["shape"] = tuple(det["shape"])
-    scan = dict(params["scan"])
-    scan["shape"] = tuple(scan["shape"])
-    scan["step"] = tuple(scan["step"])
-    faults = tw.FaultPlan.parse(params["faults"]) if params.get("faults") else None
+    acquisition = _acquisition(params)
     return tw.Twin(
         tw.Optics(**params["optics"]),
         tw.DetectorModel(**det),
-        tw.ScanGeometry(**scan),
+        acquisition.pop("scan"),
         tw.make_specimen(params["specimen"]),
-        dose_per_frame=params["dose_per_frame"],
-        seed=params["seed"],
-        faults=faults,
+        **acquisition,
     )
+
+
+class TwinReuse:
+    """The last twin, reused while the optics, detector and specimen stay the same.
+
+    Building a twin is cheap, but its frame cache is not: the first scan of SrTiO3 at
+    128² computes 1024 noiseless frames (about 1.4 s on the 2-core machine), longer than a
+    128 × 128 scan takes at full rate. Noiseless frames depend only on the optics, the
+    detector and the specimen, so an acquisition that changes only scan, dose, seed or
+    faults shares the previous twin's cache (:meth:`bluestem.twin.Twin.for_acquisition`)
+    and its frames stay exact.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: str | None = None
+        self._twin = None
+
+    def twin_for(self, params: Mapping[str, Any]):
+        """A twin for ``params`` (:func:`twin_parameters`), sharing the last one's cache
+        when its optics, detector and specimen are equal."""
+        key = json.dumps(
+            [params["optics"], params["detector"], params["specimen"]], sort_keys=True
+        )
+        with self._lock:
+            if key == self._key and self._twin is not None:
+                twin = self._twin.for_acquisition(**_acquisition(params))
+            else:
+                twin = twin_from_parameters(params)
+            self._key, self._twin = key, twin
+        return twin
 
 
 def build_render(twin, *, position: tuple[float, float] | None = None):

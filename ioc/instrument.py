@@ -16,7 +16,7 @@ from caproto import AlarmSeverity, AlarmStatus
 from caproto.server import SubGroup
 
 from .acquisition import AcquisitionEngine, FramePlan, run_in_background_thread
-from .backend import build_render, twin_from_parameters, twin_parameters
+from .backend import TwinReuse, build_render, twin_parameters
 from .detector import Camera
 from .hdf import HDFWriter
 from .metadata import calibration, file_metadata
@@ -80,6 +80,7 @@ class Instrument(SettingsGroup):
         self._armed = False
         self._stop_requested = ""
         self._acquisitions = 0
+        self._twins = TwinReuse()
 
     # -- state -----------------------------------------------------------------------
     @property
@@ -269,7 +270,7 @@ class Instrument(SettingsGroup):
             position = self.scan.beam_position() if internal else None
 
             def prepare():
-                return build_render(twin_from_parameters(params), position=position)
+                return build_render(self._twins.twin_for(params), position=position)
 
         fy, fx = self.cam.frame_shape()
         plan = FramePlan(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -68,11 +69,26 @@ class Twin:
         for name, value, kind in (
             ("optics", optics, Optics),
             ("detector", detector, DetectorModel),
-            ("scan", scan, ScanGeometry),
             ("specimen", specimen, Specimen),
         ):
             if not isinstance(value, kind):
                 raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+        self.optics = optics
+        self.detector = detector
+        self.specimen = specimen
+        self._set_acquisition(scan, dose_per_frame, seed, faults)
+        self.frame_shape = detector.frame_shape
+        self.dtype = detector.dtype
+        self.grid = SimulationGrid.from_setup(optics.high_tension, detector)
+        self._probe = probe_wave(optics, self.grid)
+        pixels = self.frame_shape[0] * self.frame_shape[1]
+        capacity = max(16, int(cache_bytes) // (pixels * BYTES_PER_PIXEL))
+        self._cache = FrameCache(pixels, capacity)
+        self._chunk = max(1, capacity // 4)
+
+    def _set_acquisition(self, scan, dose_per_frame, seed, faults) -> None:
+        if not isinstance(scan, ScanGeometry):
+            raise TypeError(f"scan must be a ScanGeometry, got {type(scan).__name__}")
         dose = float(dose_per_frame)
         if not (math.isfinite(dose) and 0 <= dose <= 1e12):
             raise ValueError(
@@ -82,23 +98,31 @@ class Twin:
             raise ValueError(f"seed must be an integer, got {seed!r}")
         if faults is not None and not isinstance(faults, FaultPlan):
             raise TypeError(f"faults must be a FaultPlan or None, got {type(faults).__name__}")
-        self.optics = optics
-        self.detector = detector
         self.scan = scan
-        self.specimen = specimen
         self.dose_per_frame = dose
         self.seed = int(seed)
         self.faults = faults if faults is not None else FaultPlan()
-        self.frame_shape = detector.frame_shape
-        self.dtype = detector.dtype
-        self.grid = SimulationGrid.from_setup(optics.high_tension, detector)
-        self._probe = probe_wave(optics, self.grid)
         self._positions = scan.positions().reshape(-1, 2)
-        pixels = self.frame_shape[0] * self.frame_shape[1]
-        capacity = max(16, int(cache_bytes) // (pixels * BYTES_PER_PIXEL))
-        self._cache = FrameCache(pixels, capacity)
-        self._chunk = max(1, capacity // 4)
         self._seed64 = np.uint64(self.seed % 2**64)
+
+    def for_acquisition(
+        self,
+        scan: ScanGeometry,
+        *,
+        dose_per_frame: float,
+        seed: int = 0,
+        faults: FaultPlan | None = None,
+    ) -> Twin:
+        """The same instrument and specimen for another acquisition.
+
+        The new twin shares this one's probe and frame cache: the noiseless frames depend
+        only on the optics, the detector and the specimen, so frames computed for an
+        earlier scan are exact for this one too (the cache is keyed by canonical
+        position). Scan, dose, seed and faults are the new acquisition's.
+        """
+        twin = copy.copy(self)
+        twin._set_acquisition(scan, dose_per_frame, seed, faults)
+        return twin
 
     @property
     def cache_info(self) -> dict[str, int]:
