@@ -49,28 +49,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: journal directory {args.journal!r} does not exist", file=sys.stderr)
         return 2
 
-    import httpx
-    from tiled.client import from_uri
-
+    from bluestem.catalog.client import CatalogUnavailable, connect
     from bluestem.catalog.sync import sync_journal
 
     try:
-        client = from_uri(args.catalog, api_key=key)
-        # from_uri alone does not prove the key can read: list one key.
-        list(client.keys()[:1])
-    except httpx.HTTPStatusError as err:
-        code = err.response.status_code
-        why = "the API key was refused" if code in (401, 403) else f"HTTP {code}"
-        print(f"error: catalogue {args.catalog}: {why} ({err})", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        # tiled raises this (not a 401) when the server says the key does not authenticate.
-        if "API key" not in str(err):
-            raise
-        print(f"error: catalogue {args.catalog}: the API key was refused", file=sys.stderr)
-        return 2
-    except (httpx.HTTPError, OSError, ValueError) as err:
-        print(f"error: cannot reach catalogue {args.catalog}: {err}", file=sys.stderr)
+        client = connect(args.catalog, key)
+    except CatalogUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     report = sync_journal(args.journal, client, batch_size=args.batch_size)
     print(report.summary())
