@@ -72,3 +72,33 @@ def test_a_wrong_checksum_is_refused_by_hdf5(tmp_path):
         ds.id.write_direct_chunk((0, 0, 0), frame.tobytes() + bad, filter_mask=0)
     with h5py.File(tmp_path / "bad.h5", "r") as f, pytest.raises(OSError):
         f["d"][...]
+
+
+def serial_fletcher32(data: bytes) -> int:
+    """H5_checksum_fletcher32 word by word (H5checksum.c), in plain Python."""
+    sum1 = sum2 = 0
+    words, i = len(data) // 2, 0
+    while words:
+        block = min(360, words)
+        words -= block
+        for _ in range(block):
+            sum1 += (data[i] << 8) | data[i + 1]
+            sum2 += sum1
+            i += 2
+        sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
+        sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
+    if len(data) % 2:
+        sum1 += data[i] << 8
+        sum2 += sum1
+        sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
+        sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
+    sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
+    sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
+    return (sum2 << 16) | sum1
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 719, 720, 721, 722, 1441, 7201, 65536])
+def test_closed_form_blocks_equal_the_word_serial_recurrence(size):
+    rng = np.random.default_rng(size)
+    for data in (rng.integers(0, 256, size, dtype=np.uint8), np.full(size, 255, np.uint8)):
+        assert fletcher32(data) == serial_fletcher32(data.tobytes())

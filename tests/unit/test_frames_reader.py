@@ -10,8 +10,8 @@ import hdf5plugin  # noqa: F401  (bitshuffle for h5py's own reads of compressed 
 import numpy as np
 import pytest
 
-from bluestem.frames import FRAMES_PATH, FrameReader, FrameWriter, fletcher32
-from bluestem.frames.reader import ChecksumError, FramesNotWritten, fletcher32_blocked
+from bluestem.frames import FRAMES_PATH, FrameReader, FrameWriter
+from bluestem.frames.reader import ChecksumError, FramesNotWritten
 
 SCAN = (3, 7)  # 7 frames a row in chunks of 3: every row ends in a 1-frame edge chunk
 FRAME = (6, 5)
@@ -279,10 +279,3 @@ def test_close_is_idempotent_and_reported(tmp_path):
     r.close()
     r.close()
     assert r.closed and "closed" in repr(r)
-
-
-@pytest.mark.parametrize("size", [0, 1, 2, 3, 719, 720, 721, 722, 1441, 65536, 1 << 20])
-def test_blocked_fletcher32_is_hdf5s(size):
-    rng = np.random.default_rng(size)
-    for data in (rng.integers(0, 256, size, dtype=np.uint8), np.full(size, 255, np.uint8)):
-        assert fletcher32_blocked(data) == fletcher32(data)
