@@ -1,0 +1,27 @@
+"""Live and offline reductions of 4D-STEM frames: virtual detectors, COM and DPC.
+
+``ReductionSpec`` says what to compute (virtual detectors, centre of mass, sum and max
+patterns), ``Reducer`` computes it block by block with one fused numba pass over the
+frames (GIL released), and the DPC functions turn the COM field into rotation-corrected
+differential and integrated phase images. See docs/reduce.md.
+
+Nothing happens at import time beyond defining the API: the kernels compile on first use
+or load from numba's on-disk cache.
+"""
+
+from bluestem.reduce.detectors import VirtualDetector
+from bluestem.reduce.dpc import ddpc, estimate_rotation, idpc, rotate_com
+from bluestem.reduce.reducer import DTYPES, ReducedPart, Reducer
+from bluestem.reduce.spec import ReductionSpec
+
+__all__ = [
+    "DTYPES",
+    "ReducedPart",
+    "Reducer",
+    "ReductionSpec",
+    "VirtualDetector",
+    "ddpc",
+    "estimate_rotation",
+    "idpc",
+    "rotate_com",
+]
