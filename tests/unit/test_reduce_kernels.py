@@ -158,7 +158,7 @@ def test_a_frame_is_bitwise_the_same_in_any_block(dtype):
             assert_same(got, whole)
 
 
-def test_thread_count_and_memory_layout_do_not_change_a_bit():
+def test_thread_count_layout_and_read_only_input_do_not_change_a_bit():
     spec = SPECS["bf_adf_com"]()
     frames = poisson_frames("uint16")
     base = split_images(spec, frames, [35])
@@ -172,6 +172,12 @@ def test_thread_count_and_memory_layout_do_not_change_a_bit():
     strided[..., 1] = frames
     red = Reducer(spec, SCAN)
     red.add(0, strided[..., 1])
+    assert_same(red.images(), base)
+    # Read-only frames (a memory map, np.frombuffer) are a separate numba type: same bits.
+    readonly = frames.copy()
+    readonly.flags.writeable = False
+    red = Reducer(spec, SCAN)
+    red.add(0, readonly)
     assert_same(red.images(), base)
 
 
@@ -269,3 +275,18 @@ def test_combine_refuses_overlap_and_foreign_parts():
         Reducer.combine([a, Reducer(other, SCAN).partial(8, frames)])
     with pytest.raises(ValueError, match=r"scan shape \(1, 35\)"):
         Reducer.combine([a, Reducer(spec, (1, 35)).partial(8, frames)])
+
+
+def test_sum_dp_stays_exact_past_the_uint32_part_limit_and_across_dtypes():
+    # 70000 saturated uint16 frames: more than a uint32 part may hold before folding.
+    spec = ReductionSpec((4, 4), detectors=(VirtualDetector("bf", "disk", {"radius": 1.0}),))
+    red = Reducer(spec, (1, 70100))
+    full = np.full((70000, 4, 4), 65535, np.uint16)
+    red.add(0, full[:30000])
+    red.images()  # reading folds the parts; adding on must not change a bit
+    red.add(30000, full[30000:])
+    red.add(70000, np.full((100, 4, 4), 7, np.uint8))  # another dtype: another part type
+    img = red.images()
+    assert np.array_equal(img["sum_dp"], np.full((4, 4), 70000 * 65535 + 700, np.float64))
+    assert np.array_equal(img["max_dp"], np.full((4, 4), 65535.0))
+    assert np.array_equal(img["bf"].ravel()[[0, 69999, 70099]], [5 * 65535.0] * 2 + [35.0])

@@ -120,7 +120,9 @@ class VirtualDetector:
             raise ValueError(
                 f"detector {self.name!r} ({self.kind}): {what} parameters; allowed: {allowed}"
             )
-        object.__setattr__(self, "params", self._normalised({**optional, **self.params}))
+        merged = {**optional, **self.params}
+        ordered = {k: merged[k] for k in (*required, *optional)}
+        object.__setattr__(self, "params", self._normalised(ordered))
 
     def _normalised(self, raw: dict[str, Any]) -> dict[str, Any]:
         name, kind = self.name, self.kind

@@ -2,10 +2,10 @@
 
 Output columns of the kernel (one row per frame): the detector images in spec order,
 then, with COM, the denominator ``sum(I)`` and the x numerator ``sum((c - ic) I)``
-(``ic = round(cx)``, so the weights are small exact integers), and last the y numerator
-``sum((r - cy) I)``. The x numerator is taken about ``ic`` because integer weights keep
-float32 products of integer pixels exact and small; the reducer subtracts
-``(cx - ic) * sum(I)`` in float64.
+(``ic = round(cx)``, so the weights are small exact integers), a scratch column for
+padded pack slots, and last the y numerator ``sum((r - cy) I)``. The x numerator is
+taken about ``ic`` because integer weights keep float32 products of integer pixels exact
+and small; the reducer subtracts ``(cx - ic) * sum(I)`` in float64.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bluestem.reduce.kernels import PACK_U1, PACK_U3, PACK_W1, PACK_W2, PACK_W4
+from bluestem.reduce.kernels import PACK_U3, PACK_W4
 from bluestem.reduce.spec import ReductionSpec
 
 __all__ = ["Plan", "build_plan"]
@@ -64,51 +64,51 @@ def build_plan(spec: ReductionSpec) -> Plan:
     cy, cx = spec.centre
     masks = spec.masks()
     names = list(masks)
-    rows: list[np.ndarray] = [masks[n] for n in names]  # weighted channels (col = index)
     detector_cols = {n: i for i, n in enumerate(names)}
-    ncols = len(names)
+    rows: list[np.ndarray] = [masks[n] for n in names]  # weight row i -> output column i
+    out_of = list(range(len(names)))
     den_col = x_col = -1
+    ncols = len(names)
     ic = round(cx)
-    packs: list[tuple[int, list[int], list[int]]] = []  # kind, weight slots, output slots
-    unit = False
+    packs: list[tuple[int, list[int], list[int]]] = []  # (kind, weight rows, output columns)
+    weighted = list(range(len(names)))
     if spec.com:
         region = spec._com_region().astype(np.float32)
         xw = (np.arange(kx, dtype=np.float32) - np.float32(ic))[None, :] * region
         den_col, x_col = ncols, ncols + 1
         ncols += 2
         if spec.com_radius is None:
-            # Whole-frame COM: a unit channel (plain sum, no weight loads) packed with x
-            # and up to two detectors.
-            unit = True
+            # Whole-frame COM: the unit channel (a plain sum, no weight loads), packed
+            # with x and the first two detectors.
             rows.append(xw)
-            xi = len(rows) - 1
-            take = [0, 1] if len(names) >= 2 else []
-            kind = PACK_U3 if take else PACK_U1
-            packs.append((kind, [-1, xi, *take], [den_col, x_col, *take]))
-            remaining = list(range(len(take), len(names)))
+            out_of.append(x_col)
+            head, weighted = weighted[:2], weighted[2:]
+            packs.append((PACK_U3, [-1, len(rows) - 1, *head], [den_col, x_col, *head]))
         else:
             rows += [region, xw]
-            remaining = [*range(len(names)), len(rows) - 2, len(rows) - 1]
-    else:
-        remaining = list(range(len(names)))
-    out_of = {i: i for i in range(len(names))}
-    if spec.com and not unit:
-        out_of[len(rows) - 2], out_of[len(rows) - 1] = den_col, x_col
-    for size, kind in ((4, PACK_W4), (2, PACK_W2), (1, PACK_W1)):
-        while len(remaining) >= size:
-            chunk, remaining = remaining[:size], remaining[size:]
-            packs.append((kind, chunk, [out_of[i] for i in chunk]))
-    weights = np.ascontiguousarray(np.stack(rows) if rows else np.zeros((0, ky, kx)), np.float32)
+            out_of += [den_col, x_col]
+            weighted += [len(rows) - 2, len(rows) - 1]
+    for start in range(0, len(weighted), 4):
+        chunk = weighted[start : start + 4]
+        packs.append((PACK_W4, chunk, [out_of[i] for i in chunk]))
+    # Short packs are padded with an all-zero weight row (it widens no bounds) whose sums
+    # land in a scratch column.
+    zero, scratch = len(rows), ncols
+    rows.append(np.zeros((ky, kx), np.float32))
+    ncols += 1
+    weights = np.ascontiguousarray(np.stack(rows), np.float32)
     extents = [_extent(w) for w in weights]
     full = np.tile(np.array([[0, kx]], np.int64), (ky, 1))
     bounds, pack_w, pack_out = [], [], []
-    for kind, wslots, oslots in packs:
-        used = [extents[w] for w in wslots if w >= 0]
-        if kind in (PACK_U1, PACK_U3):
+    for kind, wrows, cols in packs:
+        pad = 4 - len(wrows)
+        wrows, cols = [*wrows, *[zero] * pad], [*cols, *[scratch] * pad]
+        used = [extents[w] for w in wrows if w >= 0]
+        if kind == PACK_U3:
             used.append(full)
         bounds.append(_union(used))
-        pack_w.append(wslots + [0] * (4 - len(wslots)))
-        pack_out.append(oslots + [0] * (4 - len(oslots)))
+        pack_w.append(wrows)
+        pack_out.append(cols)
     return Plan(
         weights=weights,
         kinds=np.array([p[0] for p in packs], np.int64),

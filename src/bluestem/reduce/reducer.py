@@ -11,6 +11,7 @@ import numba
 import numpy as np
 
 from bluestem.reduce.kernels import fused_reduce
+from bluestem.reduce.patterns import EXACT_FRAMES, PatternParts, exact32
 from bluestem.reduce.plan import Plan, build_plan
 from bluestem.reduce.spec import ReductionSpec
 
@@ -18,14 +19,6 @@ __all__ = ["DTYPES", "ReducedPart", "Reducer"]
 
 #: Supported frame dtypes.
 DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.float32))
-#: Frames per kernel call for uint8/uint16: keeps the uint32 sum parts exact
-#: (65536 * 65535 < 2**32).
-_EXACT_BLOCK = 65536
-_NO_PART = (0, 0, 0)
-
-
-def _lowest(dtype: np.dtype):
-    return -np.inf if dtype.kind == "f" else 0
 
 
 @dataclass(frozen=True)
@@ -72,8 +65,8 @@ class Reducer:
     float64 rounding). ``max_dp`` is exact; NaN pixels are ignored by it.
 
     The kernels release the GIL: :meth:`add` may run in a worker thread while another
-    thread calls :meth:`images`. Concurrent :meth:`add` calls must cover disjoint
-    positions (checked).
+    thread calls :meth:`images` (which waits for a block in progress). Concurrent
+    :meth:`add` calls are serialised (each kernel uses all cores anyway).
     """
 
     def __init__(self, spec: ReductionSpec, scan_shape: tuple[int, int]) -> None:
@@ -92,26 +85,23 @@ class Reducer:
         self.spec = spec
         self.scan_shape = shape
         self._size = shape[0] * shape[1]
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._totals = np.full((self._size, self._plan.ncols), np.nan)
         self._filled = np.zeros(self._size, bool)
-        self._pending = np.zeros(self._size, bool)
-        ky, kx = spec.frame_shape
-        self._sum = np.zeros((ky, kx)) if spec.sum_dp else None
-        self._max = np.full((ky, kx), -np.inf) if spec.max_dp else None
+        self._patterns = PatternParts(spec.frame_shape, spec.sum_dp, spec.max_dp)
 
     @cached_property
     def _plan(self) -> Plan:
         return build_plan(self.spec)
 
     def __getstate__(self) -> dict:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_plan")}
-        state["_pending"] = np.zeros_like(self._pending)
-        return state
+        with self._lock:
+            self._patterns.fold()
+            return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_plan")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @property
     def filled(self) -> np.ndarray:
@@ -148,33 +138,20 @@ class Reducer:
         # One memory layout, hence one compiled kernel and one arithmetic order.
         return first, np.ascontiguousarray(frames)
 
-    def _reduce(self, frames: np.ndarray, totals: np.ndarray):
-        """Run the kernel; returns this block's (sum, max) patterns in float64 or None."""
-        plan, spec = self._plan, self.spec
-        ky, kx = spec.frame_shape
-        exact32 = frames.dtype.itemsize <= 2 and frames.dtype.kind == "u"
-        block = _EXACT_BLOCK if exact32 else max(1, frames.shape[0])
-        sums = np.zeros((ky, kx)) if spec.sum_dp else None
-        maxes = np.full((ky, kx), -np.inf) if spec.max_dp else None
+    def _reduce(self, frames: np.ndarray, totals: np.ndarray, patterns: PatternParts) -> None:
+        """Run the kernel over ``frames`` into ``totals`` rows and ``patterns``' parts."""
+        plan = self._plan
+        exact = exact32(frames.dtype)
+        block = EXACT_FRAMES if exact else max(1, frames.shape[0])
         for start in range(0, frames.shape[0], block):
             part = frames[start : start + block]
             chunks = max(1, min(numba.get_num_threads(), (part.shape[0] + 3) // 4))
-            sum_parts = np.zeros(
-                (chunks, ky, kx) if spec.sum_dp else _NO_PART,
-                np.uint32 if exact32 else np.float64,
-            )
-            max_parts = np.full((chunks, ky, kx) if spec.max_dp else _NO_PART,
-                                _lowest(frames.dtype), frames.dtype)  # fmt: skip
+            sum_parts, max_parts = patterns.for_kernel(frames.dtype, part.shape[0], chunks)
             fused_reduce(
                 part, plan.weights, plan.kinds, plan.pack_w, plan.pack_out, plan.bounds,
                 plan.den_col, plan.yw, totals[start : start + part.shape[0]],
-                sum_parts, max_parts, exact32, chunks,
+                sum_parts, max_parts, exact, chunks,
             )  # fmt: skip
-            if sums is not None:
-                sums += sum_parts.sum(axis=0, dtype=np.float64)
-            if maxes is not None:
-                np.maximum(maxes, max_parts.max(axis=0).astype(np.float64), out=maxes)
-        return sums, maxes
 
     def add(self, first: int, frames: np.ndarray) -> None:
         """Reduce ``frames`` (n, ky, kx) for flat positions ``first .. first + n - 1``.
@@ -183,38 +160,23 @@ class Reducer:
         ------
         ValueError
             For a wrong frame shape or dtype (uint8, uint16, uint32, float32 allowed),
-            positions outside the scan, or positions already reduced or in progress.
+            positions outside the scan, or positions already reduced.
         """
         first, frames = self._check(first, frames)
         n = frames.shape[0]
-        if n == 0:
-            return
         span = slice(first, first + n)
+        # One lock for the whole call: the pattern parts are shared by successive blocks,
+        # and a block of a scan row takes well under a millisecond.
         with self._lock:
-            busy = self._filled[span] | self._pending[span]
-            if busy.any():
-                at = first + int(np.argmax(busy))
+            done = self._filled[span]
+            if done.any():
+                at = first + int(np.argmax(done))
                 raise ValueError(
-                    f"position {at} (of frames {first}..{first + n - 1}) is already reduced "
-                    "or being reduced; allowed: each position once"
+                    f"position {at} (of frames {first}..{first + n - 1}) is already reduced; "
+                    "allowed: each position once"
                 )
-            self._pending[span] = True
-        try:
-            sums, maxes = self._reduce(frames, self._totals[span])
-        except BaseException:
-            with self._lock:
-                self._pending[span] = False
-            raise
-        with self._lock:
-            self._fold(sums, maxes)
+            self._reduce(frames, self._totals[span], self._patterns)
             self._filled[span] = True
-            self._pending[span] = False
-
-    def _fold(self, sums, maxes) -> None:
-        if self._sum is not None:
-            self._sum += sums
-        if self._max is not None:
-            np.maximum(self._max, maxes, out=self._max)
 
     def partial(self, first: int, frames: np.ndarray) -> ReducedPart:
         """Reduce frames into a detached :class:`ReducedPart`; this reducer is unchanged.
@@ -223,19 +185,21 @@ class Reducer:
         """
         first, frames = self._check(first, frames)
         totals = np.empty((frames.shape[0], self._plan.ncols))
-        sums, maxes = self._reduce(frames, totals)
+        spec = self.spec
+        patterns = PatternParts(spec.frame_shape, spec.sum_dp, spec.max_dp)
+        self._reduce(frames, totals, patterns)
+        sums, maxes = patterns.result()
         positions = np.arange(first, first + frames.shape[0], dtype=np.int64)
-        return ReducedPart(self.spec, self.scan_shape, positions, totals, sums, maxes)
+        return ReducedPart(spec, self.scan_shape, positions, totals, sums, maxes)
 
     def to_part(self) -> ReducedPart:
         """Everything reduced so far, as a :class:`ReducedPart`."""
         with self._lock:
             positions = np.flatnonzero(self._filled).astype(np.int64)
+            sums, maxes = self._patterns.result()
             return ReducedPart(
-                self.spec, self.scan_shape, positions, self._totals[positions].copy(),
-                None if self._sum is None else self._sum.copy(),
-                None if self._max is None else self._max.copy(),
-            )  # fmt: skip
+                self.spec, self.scan_shape, positions, self._totals[positions].copy(), sums, maxes
+            )
 
     def merge(self, part: ReducedPart | Reducer) -> None:
         """Fold a part (or another reducer's results) into this reducer.
@@ -257,7 +221,7 @@ class Reducer:
         if part.scan_shape != self.scan_shape:
             raise ValueError(f"part has scan shape {part.scan_shape}; allowed: {self.scan_shape}")
         with self._lock:
-            busy = self._filled[part.positions] | self._pending[part.positions]
+            busy = self._filled[part.positions]
             if busy.any():
                 raise ValueError(
                     f"position {int(part.positions[np.argmax(busy)])} is in two parts; "
@@ -265,7 +229,7 @@ class Reducer:
                 )
             self._totals[part.positions] = part.totals
             self._filled[part.positions] = True
-            self._fold(part.sum_dp, part.max_dp)
+            self._patterns.merge(part.sum_dp, part.max_dp)
 
     @classmethod
     def combine(cls, parts: Iterable[ReducedPart | Reducer]) -> Reducer:
@@ -294,12 +258,12 @@ class Reducer:
             not yet reduced are NaN. ``sum_dp`` and ``max_dp`` (ky, kx) when enabled
             (``max_dp`` is NaN where no frame gave a value, e.g. before the first frame).
         """
-        spec, plan = self.spec, self._plan
         with self._lock:
-            filled = self._filled.copy()
-            sums = None if self._sum is None else self._sum.copy()
-            maxes = None if self._max is None else self._max.copy()
-        totals = self._totals
+            return self._images()
+
+    def _images(self) -> dict[str, np.ndarray]:
+        spec, plan, totals = self.spec, self._plan, self._totals
+        filled = self._filled
         out: dict[str, np.ndarray] = {}
 
         def scan_image(values: np.ndarray) -> np.ndarray:
@@ -319,6 +283,7 @@ class Reducer:
             if spec.angle_per_pixel is not None:
                 for axis in "yx":
                     out[f"com_{axis}_mrad"] = out[f"com_{axis}"] * (spec.angle_per_pixel * 1e3)
+        sums, maxes = self._patterns.result()
         if sums is not None:
             out["sum_dp"] = sums
         if maxes is not None:
