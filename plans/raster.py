@@ -12,11 +12,14 @@ import bluesky.preprocessors as bpp
 from bluesky.utils import FailedStatus, MsgGenerator, RequestAbort, RequestStop
 
 from .metadata import instrument_state, plain
+from .reductions import check_reductions, resolve_reductions
 from .validation import check_dwell, check_number, check_pair, check_shape
 
 __all__ = ["beam_positions", "configured_run", "failure_reason", "raster", "step_raster"]
 
-FLUSH_PERIOD = 0.5  # s between StreamDatum flushes during a fly scan
+# s between StreamDatum flushes during a fly scan: live images follow at about 10 Hz
+# (each flush is one CA read of the writer counters and, at most, one document).
+FLUSH_PERIOD = 0.1
 
 
 def _geometry_args(shape, dwell, fov, step, rotation, flyback) -> dict:
@@ -123,6 +126,7 @@ def raster(
     microscope=None,
     file_stem: str | None = None,
     settings: Sequence[tuple[Any, Any]] = (),
+    reductions: Any = None,
     md: dict | None = None,
 ) -> MsgGenerator[str]:
     """Fly raster: one frame per scan position into one HDF5 file, a 4D stream.
@@ -147,6 +151,10 @@ def raster(
         File name stem; default ``{detector.name}-{uuid}`` (run-scoped, never reused).
     settings : sequence of (device, value)
         Extra verified settings applied with the scan configuration (used by ``series``).
+    reductions : None, False, ReductionSpec or mapping
+        Live images of the run (see :func:`bluestem.plans.reductions.check_reductions`):
+        None gives bright field, annular dark field and centre of mass; False none. The
+        resolved spec is recorded in the start document (``reduction``).
     md : dict, optional
         Extra start-document metadata (sample, operator...).
 
@@ -154,10 +162,13 @@ def raster(
     event, one event per scan row.
     """
     g = _geometry_args(shape, dwell, fov, step, rotation, flyback)
+    reduction = check_reductions(reductions)
     stem = file_stem or f"{detector.name}-{uuid.uuid4()}"
     args = {**g, "microscope": getattr(microscope, "name", None), "file_stem": stem}
     meta = _plan_md("raster", args, detector, scan, microscope, md)
     ny, nx = g["shape"]
+    # Against the detector as it is now, before anything moves (radii vs frame shape).
+    resolve_reductions(reduction, instrument_state(detector, scan, microscope))
 
     def configure():
         for device, value in settings:
@@ -176,13 +187,22 @@ def raster(
         )
 
     def state():
-        return {**instrument_state(detector, scan, microscope), "raw_file_stem": stem}
+        return _with_reduction(instrument_state(detector, scan, microscope), reduction, stem)
 
     return (
         yield from bpp.finalize_wrapper(
             configured_run(configure, state, meta, body), _cleanup(detector, scan)
         )
     )
+
+
+def _with_reduction(state: dict, reduction: Any, stem: str) -> dict:
+    """The run's state plus its resolved reduction spec (when it has one)."""
+    spec = resolve_reductions(reduction, state)
+    state = {**state, "raw_file_stem": stem}
+    if spec is not None:
+        state["reduction"] = spec.to_dict()
+    return state
 
 
 def beam_positions(shape: tuple[int, int], step: Sequence[float]) -> list[tuple[float, float]]:
@@ -206,6 +226,7 @@ def step_raster(
     step: float | Sequence[float] | None = None,
     microscope=None,
     file_stem: str | None = None,
+    reductions: Any = None,
     md: dict | None = None,
 ) -> MsgGenerator[str]:
     """Step raster: move the beam (``BeamY``/``BeamX``, verified), take one internally
@@ -216,9 +237,11 @@ def step_raster(
     readbacks and ``{det}_image`` (ky, kx); one file per frame.
     """
     g = _geometry_args(shape, dwell, fov, step, 0.0, 0.0)
+    reduction = check_reductions(reductions)
     stem = file_stem or f"{detector.name}-{uuid.uuid4()}"
     args = {**g, "microscope": getattr(microscope, "name", None), "file_stem": stem}
     meta = _plan_md("step_raster", args, detector, scan, microscope, md)
+    resolve_reductions(reduction, instrument_state(detector, scan, microscope))
 
     def configure():
         yield from _configure_scan(scan, g, "Step")
@@ -233,7 +256,7 @@ def step_raster(
             yield from bps.trigger_and_read([detector, scan.beam_y, scan.beam_x])
 
     def state():
-        return {**instrument_state(detector, scan, microscope), "raw_file_stem": stem}
+        return _with_reduction(instrument_state(detector, scan, microscope), reduction, stem)
 
     return (
         yield from bpp.finalize_wrapper(

@@ -80,7 +80,7 @@ def test_session_has_devices_callbacks_and_metadata(session):
 
     assert isinstance(session.mic, Microscope) and session.devices["mic"] is session.mic
     assert isinstance(session.det, PixelatedDetector)
-    assert list(session.callbacks) == ["journal", "writer", "progress"]
+    assert list(session.callbacks) == ["journal", "writer", "progress", "live"]
     assert session.RE.md["sample"] == "SrTiO3" and session.RE.md["operator"] == "ada"
     assert session.catalog is not None
     ns = session.namespace()
@@ -102,7 +102,8 @@ def test_raster_reads_back_over_http(session, server, capsys):
                                microscope=session.mic))  # fmt: skip
     assert session.writer.flush(120)
     assert session.writer.failures == {}
-    assert session.writer.synced == [uid]
+    # The raw run, then the derived run of its live reduction (linked by parent_uid).
+    assert session.writer.synced == [uid, session.live.derived_uid]
     assert session.progress.frames == 256 and session.progress.dropped == 0
     assert "256/256 frames" in capsys.readouterr().err
 

@@ -1,6 +1,8 @@
-"""Bluesky callbacks: the document journal and the resilient catalogue writer."""
+"""Bluesky callbacks: the document journal, the resilient catalogue writer, the live
+reduction with its derived runs, live images and the progress bar."""
 
 from bluestem.callbacks.catalog_writer import ResilientTiledWriter
+from bluestem.callbacks.derived_run import derived_run_documents
 from bluestem.callbacks.journal import (
     DocumentJournal,
     JournaledRun,
@@ -10,14 +12,20 @@ from bluestem.callbacks.journal import (
     mark_unsynced,
     read_documents,
 )
+from bluestem.callbacks.live_images import LiveImages, save_image_pngs
+from bluestem.callbacks.live_reduction import LiveReduction
 
 __all__ = [
     "DocumentJournal",
     "JournalEncoder",
     "JournaledRun",
+    "LiveImages",
+    "LiveReduction",
     "ResilientTiledWriter",
+    "derived_run_documents",
     "find_runs",
     "mark_synced",
     "mark_unsynced",
     "read_documents",
+    "save_image_pngs",
 ]

@@ -5,7 +5,7 @@ See docs/data-layout.md for the file layout.
 
 from bluestem.frames.checksum import fletcher32
 from bluestem.frames.layout import FRAMES_PATH, RECEIVED_PATH
-from bluestem.frames.reader import FrameReader
+from bluestem.frames.reader import ChecksumError, FrameReader, FramesNotWritten
 from bluestem.frames.verify import VerifyReport, verify_file
 from bluestem.frames.writer import COMPRESSIONS, FrameWriter, WriteSummary
 
@@ -13,8 +13,10 @@ __all__ = [
     "COMPRESSIONS",
     "FRAMES_PATH",
     "RECEIVED_PATH",
+    "ChecksumError",
     "FrameReader",
     "FrameWriter",
+    "FramesNotWritten",
     "VerifyReport",
     "WriteSummary",
     "fletcher32",

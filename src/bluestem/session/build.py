@@ -32,6 +32,10 @@ class Session:
     journal : DocumentJournal or None
     writer : ResilientTiledWriter or None
     progress : ProgressBar or None
+    live : LiveReduction or None
+        Reduces every run whose start document has a reduction spec; its derived runs
+        go to the journal and the catalogue.
+    images : LiveImages or None
     config : SessionConfig
     """
 
@@ -42,6 +46,8 @@ class Session:
     journal: Any = None
     writer: Any = None
     progress: Any = None
+    live: Any = None
+    images: Any = None
     config: SessionConfig | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -117,7 +123,8 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
     creates the RunEngine with ``metadata`` in ``RE.md``, a baseline stream of the
     ``baseline:`` devices (default: every device that is not a flyer, i.e. has no
     ``kickoff``), and subscribes, in this order, the
-    document journal, the resilient catalogue writer and the progress bar.
+    document journal, the resilient catalogue writer, the progress bar, the live
+    reduction and the live images (``live:``).
 
     Parameters
     ----------
@@ -176,4 +183,27 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
         detectors = [d for d in devices.values() if hasattr(d, "hdf")]
         session.progress = ProgressBar(detectors=detectors)
         session.callbacks["progress"] = RE.subscribe(session.progress)
+    _subscribe_live(session, cfg.live)
     return session
+
+
+def _subscribe_live(session: Session, live: Mapping[str, Any]) -> None:
+    """Live reduction (after the journal and the writer, which also receive its derived
+    runs) and, when wanted, live images drawn from it."""
+    if not live["reduce"]:
+        return
+    from bluestem.callbacks import LiveImages, LiveReduction
+
+    sinks = [s for s in (session.journal, session.writer) if s is not None]
+    session.live = LiveReduction(sinks, verify=live["verify"])
+    session.callbacks["live"] = session.RE.subscribe(session.live)
+    images, out_dir = live["images"], live["out_dir"]
+    if images == "auto":
+        import matplotlib
+
+        interactive = matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps")
+        images = interactive or out_dir is not None
+    if images:
+        headless = out_dir is not None
+        session.images = LiveImages(session.live, headless=headless, out_dir=out_dir)
+        session.callbacks["images"] = session.RE.subscribe(session.images)

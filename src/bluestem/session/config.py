@@ -18,9 +18,11 @@ from typing import Any
 __all__ = ["DeviceSpec", "SessionConfig", "expand_env", "load_config"]
 
 TOP_KEYS = ("devices", "data_root", "journal_dir", "catalog", "metadata", "ca", "baseline",
-            "connect_timeout", "progress", "namespace")  # fmt: skip
+            "connect_timeout", "progress", "namespace", "live")  # fmt: skip
 DEVICE_KEYS = ("class", "prefix", "name")
 CATALOG_KEYS = ("uri", "api_key", "batch_size")
+LIVE_KEYS = ("reduce", "images", "out_dir", "verify")
+LIVE_IMAGES = (True, False, "auto")
 CA_KEYS = {
     "addr_list": "EPICS_CA_ADDR_LIST",
     "auto_addr_list": "EPICS_CA_AUTO_ADDR_LIST",
@@ -56,6 +58,7 @@ class SessionConfig:
     connect_timeout: float = 10.0
     progress: bool = True
     namespace: tuple[str, ...] = ()  # modules whose __all__ go into the shell namespace
+    live: dict = field(default_factory=lambda: _live(None))  # live reduction and images
 
 
 def expand_env(value: Any, key: str, env: Mapping[str, str] | None = None) -> Any:
@@ -161,6 +164,22 @@ def _path(key: str, value: Any) -> Path | None:
     return Path(value).expanduser()
 
 
+def _live(value: Any) -> dict:
+    """``live:``: reduce (bool), images (true, false or auto), out_dir (PNGs), verify."""
+    value = {} if value is None else value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"live={value!r}: allowed a mapping with keys {', '.join(LIVE_KEYS)}")
+    _unknown("live", value, LIVE_KEYS)
+    live = {"reduce": True, "images": "auto", "out_dir": None, "verify": True, **value}
+    for key in ("reduce", "verify"):
+        if not isinstance(live[key], bool):
+            raise ValueError(f"live.{key}={live[key]!r}: allowed true or false")
+    if live["images"] not in LIVE_IMAGES or not isinstance(live["images"], bool | str):
+        raise ValueError(f"live.images={live['images']!r}: allowed true, false or auto")
+    live["out_dir"] = _path("live.out_dir", live["out_dir"])
+    return live
+
+
 def load_config(config: Mapping | str | os.PathLike) -> SessionConfig:
     """Read (if a path), expand ``${VAR}`` and validate an inventory.
 
@@ -247,4 +266,5 @@ def load_config(config: Mapping | str | os.PathLike) -> SessionConfig:
         connect_timeout=float(timeout),
         progress=progress,
         namespace=_modules(raw.get("namespace")),
+        live=_live(raw.get("live")),
     )

@@ -1,0 +1,293 @@
+"""LiveReduction: reduce a 4D run's frames as the detector announces them.
+
+The router follows the documents: the start document carries the reduction spec (the
+plans record it, see ``reductions=``), ``stream_resource`` names the raw HDF5 file and
+``stream_datum`` announces the scan rows written. Each announced block is queued to a
+worker thread, which reads it from the file (SWMR, direct chunk reads with checksums
+verified: :class:`bluestem.frames.FrameReader`) and reduces it with numba kernels that
+release the GIL, so the RunEngine's thread only ever enqueues. At the stop document the
+router waits for the worker, adds the DPC images and emits a derived run (linked by
+``parent_uid``) to its sinks, on the RunEngine's thread, like any other run's documents.
+
+Why a thread and not a process behind bluesky's 0MQ proxy: measured in
+``benchmarks/live_lag.py`` and recorded in ``docs/live.md``.
+
+The same router reprocesses a stored run: ``bluestem reduce`` replays the stored documents
+into it (optionally with :class:`~bluestem.callbacks.reduction_blocks.DaskBlocks`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from event_model import DocumentRouter
+
+from bluestem.callbacks.derived_run import add_dpc, derived_run_documents, final_images
+from bluestem.callbacks.reduction_blocks import Block, LocalBlocks
+
+__all__ = ["LiveReduction"]
+
+logger = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+def _path(uri: str) -> str:
+    prefix = "file://localhost"
+    if uri.startswith(prefix):
+        return uri[len(prefix) :]
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def _step(start: dict) -> tuple[float, float]:
+    """Scan step (dy, dx) in nm as read back, for the DPC integration."""
+    step = start.get("calibration", {}).get("scan_step_nm") or (1.0, 1.0)
+    return float(step[0]), float(step[1])
+
+
+class LiveReduction(DocumentRouter):
+    """Bluesky callback: live virtual images of every run whose start document has a
+    ``reduction`` spec.
+
+    Parameters
+    ----------
+    sinks : iterable of callables
+        Receive the derived run's documents (``(name, doc)``): the journal and the
+        catalogue writer in a session.
+    spec : ReductionSpec, optional
+        Use this spec instead of the start document's (``bluestem reduce`` overrides).
+    blocks : callable, optional
+        ``blocks(spec, scan_shape) -> LocalBlocks | DaskBlocks``; default local.
+    verify : bool
+        Verify chunk checksums as frames are read.
+    mode : str
+        Recorded in the derived run (``live``, ``offline``, ``distributed``).
+    timeout : float
+        Longest the stop document waits for the worker to finish (s).
+
+    Attributes
+    ----------
+    lags : list of float
+        Seconds from each ``stream_datum`` arriving to its frames being in the images.
+    derived_uid : str or None
+        The last derived run's uid.
+    result : dict or None
+        The last run's final images (name -> array) and ``dpc``.
+    """
+
+    def __init__(
+        self,
+        sinks: Iterable[Callable[[str, dict], Any]] = (),
+        *,
+        spec=None,
+        blocks: Callable | None = None,
+        verify: bool = True,
+        mode: str = "live",
+        timeout: float = 600.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        super().__init__()
+        self.sinks = list(sinks)
+        self.spec_override = spec
+        self.blocks_factory = blocks or (
+            lambda spec, shape: LocalBlocks(self._new_reducer(spec, shape), verify=verify)
+        )
+        self.mode = mode
+        self.timeout = float(timeout)
+        self.clock = clock
+        self.lags: list[float] = []
+        self.derived_uid: str | None = None
+        self.result: dict | None = None
+        self._run: dict | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._latest: np.ndarray | None = None
+        self._frames = 0
+        self._last: dict | None = None  # the finished run, for snapshot()
+
+    @staticmethod
+    def _new_reducer(spec, shape):
+        from bluestem.reduce import Reducer
+
+        return Reducer(spec, shape)
+
+    # -- documents (RunEngine thread) -------------------------------------------------
+    def start(self, doc):
+        self._run = None
+        spec = self._spec(doc)
+        if spec is None:
+            return
+        shape = tuple(int(v) for v in doc.get("scan", {}).get("shape", ()))
+        if len(shape) != 2:
+            logger.warning(
+                "run %s: no 2-D scan shape in the start document; not reduced", doc["uid"]
+            )
+            return
+        blocks = self.blocks_factory(spec, shape)
+        if isinstance(blocks, LocalBlocks):
+            blocks.on_progress = self._progress
+        self._run = {
+            "start": doc,
+            "spec": spec,
+            "shape": shape,
+            "blocks": blocks,
+            "resources": {},
+            "per_event": {},
+            "error": None,
+        }
+        self.lags = []
+        self._latest, self._frames = None, 0
+        self._thread = threading.Thread(
+            target=self._work, name="bluestem-live-reduction", daemon=True
+        )
+        self._thread.start()
+
+    def _spec(self, doc):
+        if self.spec_override is not None:
+            return self.spec_override
+        raw = doc.get("reduction")
+        if not raw:
+            return None
+        from bluestem.reduce import ReductionSpec
+
+        try:
+            return ReductionSpec.from_dict(raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            logger.error(
+                "run %s: its reduction spec is refused (%s); not reduced", doc["uid"], exc
+            )
+            return None
+
+    def descriptor(self, doc):
+        if self._run is None:
+            return
+        for key, info in doc["data_keys"].items():
+            shape = info.get("shape") or []
+            if info.get("external") == "STREAM:" and len(shape) >= 2:
+                self._run["per_event"][doc["uid"], key] = int(np.prod(shape[:-2], dtype=int))
+
+    def stream_resource(self, doc):
+        if self._run is None:
+            return
+        self._run["resources"][doc["uid"]] = doc
+
+    def stream_datum(self, doc):
+        run = self._run
+        if run is None or doc["stream_resource"] not in run["resources"]:
+            return
+        res = run["resources"][doc["stream_resource"]]
+        per_event = run["per_event"].get((doc["descriptor"], res.get("data_key")), 1)
+        start, stop = doc["indices"]["start"], doc["indices"]["stop"]
+        block = Block(
+            path=_path(res["uri"]),
+            dataset=res["parameters"]["dataset"],
+            first=start * per_event,
+            count=(stop - start) * per_event,
+            position=(doc["seq_nums"]["start"] - 1) * per_event,
+            received_at=self.clock(),
+        )
+        self._queue.put(block)
+
+    def stop(self, doc):
+        run, self._run = self._run, None
+        if run is None:
+            return
+        self._queue.put(_DONE)
+        self._thread.join(self.timeout)
+        if self._thread.is_alive():
+            logger.error(
+                "run %s: the reduction did not finish within %.0f s; no derived run",
+                run["start"]["uid"],
+                self.timeout,
+            )
+            return
+        blocks = run["blocks"]
+        try:
+            if run["error"] is not None:
+                raise run["error"]
+            blocks.reduce_late()
+            reducer = blocks.result()
+            images, dpc = final_images(reducer, run["spec"], step=_step(run["start"]))
+        except Exception:
+            logger.exception("run %s: the reduction failed; no derived run", run["start"]["uid"])
+            return
+        finally:
+            blocks.close()
+        self.result = {"images": images, "dpc": dpc}
+        ny, nx = run["shape"]
+        self._last = {
+            "images": images,
+            "latest": self._latest,
+            "masks": run["spec"].masks(),
+            "uid": run["start"]["uid"],
+            "frames": self._frames,
+            "total": ny * nx,
+        }
+        docs = derived_run_documents(run["start"], run["spec"], images, dpc=dpc, mode=self.mode)
+        self.derived_uid = docs[0][1]["uid"]
+        for name, document in docs:
+            for sink in self.sinks:
+                sink(name, document)
+
+    # -- the worker thread -------------------------------------------------------------
+    def _work(self) -> None:
+        run = self._run
+        blocks = run["blocks"]
+        while True:
+            block = self._queue.get()
+            if block is _DONE:
+                return
+            if run["error"] is not None:
+                continue  # drain: the stop document reports the first error
+            try:
+                blocks.reduce(block)
+                self.lags.append(self.clock() - block.received_at)
+            except Exception as exc:
+                run["error"] = exc
+                logger.error("run %s: reducing %s failed: %s", run["start"]["uid"], block, exc)
+
+    def _progress(self, frames: int, latest: np.ndarray) -> None:
+        self._frames += frames
+        self._latest = latest
+
+    # -- for live images (any thread) --------------------------------------------------
+    def snapshot(self) -> dict:
+        """What has been reduced so far: images, latest frame, masks, progress.
+
+        The mapping :class:`bluestem.callbacks.live_images.LiveImages` draws; the DPC
+        image is computed from the centre of mass so far (rotation from the spec, or
+        estimated).
+        """
+        run = self._run
+        if run is None:
+            if self._last is not None:
+                return dict(self._last)
+            return {
+                "images": {},
+                "latest": None,
+                "masks": {},
+                "uid": None,
+                "frames": 0,
+                "total": 0,
+            }
+        blocks = run["blocks"]
+        images = {}
+        if isinstance(blocks, LocalBlocks):
+            with blocks.lock:  # a copy; the DPC work happens outside the lock
+                images = blocks.reducer.images()
+            images, _ = add_dpc(images, run["spec"], step=_step(run["start"]))
+        ny, nx = run["shape"]
+        return {
+            "images": images,
+            "latest": self._latest,
+            "masks": run["spec"].masks(),
+            "uid": run["start"]["uid"],
+            "frames": self._frames,
+            "total": ny * nx,
+        }

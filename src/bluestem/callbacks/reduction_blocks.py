@@ -1,0 +1,235 @@
+"""Where the frames of announced blocks are reduced: in this process, or on Dask workers.
+
+A *block* is what one ``stream_datum`` announces: a contiguous range of frames of one raw
+file, at a known place in the scan. :class:`LocalBlocks` reads each block with
+:class:`bluestem.frames.FrameReader` (direct chunk reads, checksums verified) and adds it
+to one :class:`bluestem.reduce.Reducer`. :class:`DaskBlocks` sends chunk-aligned ranges of
+each block to a Dask cluster, where :func:`reduce_range` reduces them into partial results,
+and combines those at the end. A frame's reduction never depends on the block it arrived
+in, so both give bitwise identical images.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Block", "DaskBlocks", "LocalBlocks", "open_reader", "received_runs", "reduce_range"]
+
+# Frames of one read in the local path: whole chunks, a few MiB, so the snapshot the live
+# images see advances smoothly within a big block.
+READ_FRAMES = 256
+# How long a block whose chunks are not yet visible (SWMR: the writer's flush follows its
+# counters) is retried before the reduction gives up on it.
+NOT_WRITTEN_TIMEOUT = 10.0
+# Raw files kept open at once (a fly scan has one; a step scan one per frame).
+OPEN_FILES = 4
+
+
+@dataclass(frozen=True)
+class Block:
+    """Frames ``first .. first + count - 1`` of ``path`` are scan positions
+    ``position .. position + count - 1`` (flat, row-major)."""
+
+    path: str
+    dataset: str
+    first: int
+    count: int
+    position: int
+    received_at: float = 0.0
+
+
+def received_runs(received: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of True in a 1-D bool array."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], received.view(np.int8), [0]))))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def open_reader(path: str, dataset: str, verify: bool):
+    """A FrameReader for a block's file: a bluestem raw-frame file (FrameWriter layout)."""
+    from bluestem.frames import FRAMES_PATH, FrameReader
+
+    if dataset != FRAMES_PATH:
+        raise ValueError(
+            f"{path}: dataset {dataset!r} is not a bluestem raw-frame dataset "
+            f"(allowed: {FRAMES_PATH!r}, as written by the detector IOC)"
+        )
+    return FrameReader(path, verify=verify)
+
+
+def _read_received(reader, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames and received map of a range, waiting while the writer's flush catches up."""
+    from bluestem.frames import FramesNotWritten
+
+    deadline = time.monotonic() + NOT_WRITTEN_TIMEOUT
+    while True:
+        try:
+            received = reader.received(first, count)
+            frames = reader.read(first, count)
+            return frames, received
+        except FramesNotWritten:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+            reader.refresh()
+
+
+def _add_received(reducer, frames: np.ndarray, received: np.ndarray, position: int) -> int:
+    """Add only frames the detector delivered: a dropped frame stays NaN, never zero."""
+    if received.all():
+        reducer.add(position, frames)
+        return len(frames)
+    done = 0
+    for a, b in received_runs(received):
+        reducer.add(position + a, frames[a:b])
+        done += b - a
+    return done
+
+
+class LocalBlocks:
+    """Reduce blocks in this process (one thread at a time calls :meth:`reduce`).
+
+    Parameters
+    ----------
+    reducer : bluestem.reduce.Reducer
+    verify : bool
+        Verify every chunk's fletcher32 checksum as it is read.
+    on_progress : callable, optional
+        Called after each read with ``(frames, latest_frame)``.
+    """
+
+    def __init__(self, reducer, *, verify: bool = True, on_progress=None):
+        self.reducer = reducer
+        self.verify = verify
+        self.on_progress = on_progress
+        self.lock = threading.Lock()  # held while the reducer changes
+        self._readers: dict[str, object] = {}
+        self.missing: list[tuple[Block, int, int]] = []  # (block, start, stop) not received
+
+    def _reader(self, path: str, dataset: str):
+        reader = self._readers.pop(path, None)
+        if reader is None:
+            if len(self._readers) >= OPEN_FILES:  # step scans: one file per frame
+                self._readers.pop(next(iter(self._readers))).close()
+            reader = open_reader(path, dataset, self.verify)
+        self._readers[path] = reader  # most recently used last
+        return reader
+
+    def reduce(self, block: Block) -> None:
+        """Read and reduce one block, ``READ_FRAMES`` at a time."""
+        reader = self._reader(block.path, block.dataset)
+        for offset in range(0, block.count, READ_FRAMES):
+            count = min(READ_FRAMES, block.count - offset)
+            frames, received = _read_received(reader, block.first + offset, count)
+            with self.lock:
+                _add_received(self.reducer, frames, received, block.position + offset)
+            for a, b in received_runs(~received):
+                self.missing.append((block, offset + a, offset + b))
+            if self.on_progress is not None and received.any():
+                last = int(np.flatnonzero(received)[-1])
+                self.on_progress(int(received.sum()), frames[last])
+
+    def reduce_late(self) -> int:
+        """Frames missing when their block was read but received since (late frames)."""
+        done, still = 0, []
+        for block, a, b in self.missing:
+            reader = self._reader(block.path, block.dataset)
+            reader.refresh()
+            frames, received = _read_received(reader, block.first + a, b - a)
+            with self.lock:
+                done += _add_received(self.reducer, frames, received, block.position + a)
+            still.extend((block, a + s, a + e) for s, e in received_runs(~received))
+        self.missing = still
+        return done
+
+    def result(self):
+        """The reducer holding every block."""
+        return self.reducer
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+
+
+def reduce_range(
+    spec: dict,
+    scan_shape,
+    path: str,
+    dataset: str,
+    first: int,
+    count: int,
+    position: int,
+    verify: bool = True,
+):
+    """Reduce frames ``first .. first + count - 1`` of ``path`` (a Dask task).
+
+    Returns a :class:`bluestem.reduce.ReducedPart` holding only those positions, for
+    :meth:`bluestem.reduce.Reducer.combine`. Frames not received are left out.
+    """
+    from bluestem.reduce import Reducer, ReductionSpec
+
+    reducer = Reducer(ReductionSpec.from_dict(spec), tuple(scan_shape))
+    with open_reader(path, dataset, verify) as reader:
+        for offset in range(0, count, READ_FRAMES):
+            n = min(READ_FRAMES, count - offset)
+            frames, received = _read_received(reader, first + offset, n)
+            _add_received(reducer, frames, received, position + offset)
+    return reducer.to_part()
+
+
+class DaskBlocks:
+    """Reduce blocks on a Dask cluster, over chunk-aligned frame ranges.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    spec : bluestem.reduce.ReductionSpec
+    scan_shape : (ny, nx)
+    task_frames : int
+        Frames per task (rounded to whole chunks of the file by the caller's blocks).
+    """
+
+    def __init__(self, client, spec, scan_shape, *, task_frames: int = 4096, verify=True):
+        self.client = client
+        self.spec = spec
+        self.scan_shape = tuple(scan_shape)
+        self.task_frames = int(task_frames)
+        self.verify = verify
+        self.lock = threading.Lock()
+        self._futures: list = []
+
+    def reduce(self, block: Block) -> None:
+        spec = self.spec.to_dict()
+        for offset in range(0, block.count, self.task_frames):
+            n = min(self.task_frames, block.count - offset)
+            self._futures.append(
+                self.client.submit(
+                    reduce_range,
+                    spec,
+                    self.scan_shape,
+                    block.path,
+                    block.dataset,
+                    block.first + offset,
+                    n,
+                    block.position + offset,
+                    self.verify,
+                    pure=False,
+                )
+            )
+
+    def reduce_late(self) -> int:
+        return 0  # every task reads the file once the run is complete (offline only)
+
+    def result(self):
+        """Gather the partial results and combine them into one reducer."""
+        from bluestem.reduce import Reducer
+
+        parts = self.client.gather(self._futures)
+        return Reducer.combine(parts)
+
+    def close(self) -> None:
+        self._futures.clear()
