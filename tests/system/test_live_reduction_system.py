@@ -1,0 +1,202 @@
+"""Live reduction end to end: real IOC, real Tiled server, a session, ``bluestem reduce``.
+
+A raster runs with the session's LiveReduction and LiveImages (headless: PNGs); the
+derived run must be in the catalogue, linked by ``parent_uid``, with images equal to an
+independent float64 numpy computation from the raw file; ``bluestem reduce`` (a real
+subprocess) must recompute them bit for bit, locally and on a Dask LocalCluster; bad
+input to the plan and to the command must be refused by name with nothing written.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.system
+
+FRAME = 64
+SHAPE = (16, 16)
+CLI = [sys.executable, "-c", "import sys; from bluestem.cli import main; sys.exit(main())"]
+
+
+@pytest.fixture(scope="module")
+def server(sim, tmp_path_factory):
+    from bluestem.catalog import start_server
+
+    _ioc, _ca, data = sim
+    handle = start_server(
+        tmp_path_factory.mktemp("catalog"), api_key=secrets.token_hex(16), raw_dirs=[data]
+    )
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="module")
+def session(sim, server, tmp_path_factory):
+    from bluestem.session import build_session
+
+    ioc, ca, data = sim
+    for pv, value in (("DET:cam1:SizeX", FRAME), ("DET:cam1:SizeY", FRAME),
+                      ("DET:cam1:BinX", 1), ("DET:cam1:BinY", 1)):  # fmt: skip
+        ca.put(pv, value)
+    devices = [("Microscope", "MIC:", "mic"), ("ScanGenerator", "SCAN:", "scan"),
+               ("PixelatedDetector", "DET:", "det")]  # fmt: skip
+    inventory = {
+        "devices": [
+            {"class": f"bluestem.devices.{c}", "prefix": ioc.prefix + p, "name": n}
+            for c, p, n in devices
+        ],
+        "data_root": str(data),
+        "journal_dir": str(tmp_path_factory.mktemp("journal")),
+        "catalog": {"uri": server.uri, "api_key": server.api_key},
+        "metadata": {"sample": "SrTiO3", "operator": "ada"},
+        "baseline": ["mic"],
+        "connect_timeout": 30,
+        "live": {"images": True, "out_dir": str(tmp_path_factory.mktemp("live"))},
+        "progress": False,
+    }
+    s = build_session(inventory)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def live_run(session):
+    from bluestem.plans import raster
+
+    (uid,) = session.RE(raster(session.det, session.scan, shape=SHAPE, dwell=1e-4,
+                               microscope=session.mic))  # fmt: skip
+    assert session.writer.flush(120) and session.writer.failures == {}
+    return uid
+
+
+def client(server):
+    from tiled.client import from_uri
+
+    return from_uri(server.uri, api_key=server.api_key)
+
+
+def derived_runs(server, parent):
+    from tiled.queries import Key
+
+    found = client(server).search(Key("start.parent_uid") == parent)
+    return {uid: found[uid] for uid in found}
+
+
+def images_of(run) -> dict:
+    stream = run["primary"]
+    # One event holds the images: Tiled serves each as (1, ...) (the event axis first).
+    return {name: np.asarray(stream[name].read())[0] for name in run.metadata["start"]["images"]}
+
+
+def raw_path(session) -> str:
+    path = session.det.hdf.full_file_name.get(as_string=True)
+    return path if os.path.isabs(path) else os.path.join(session.det.root_path.get(), path)
+
+
+def test_the_derived_run_is_in_the_catalogue_and_equals_numpy(session, server, live_run):
+    from bluestem.frames import FRAMES_PATH
+    from bluestem.reduce import ReductionSpec
+
+    live = session.live
+    derived = derived_runs(server, live_run)
+    assert list(derived) == [live.derived_uid]
+    run = derived[live.derived_uid]
+    start = run.metadata["start"]
+    assert start["sample"] == "SrTiO3" and run.metadata["stop"]["exit_status"] == "success"
+    spec = ReductionSpec.from_dict(start["reduction"])
+    parent = client(server)[live_run].metadata["start"]
+    assert parent["reduction"] == start["reduction"]  # the plan recorded it first
+    stored = images_of(run)
+    assert {"bf", "adf", "com_x", "com_y", "idpc", "ddpc"} <= set(stored)
+    for name, image in live.result["images"].items():
+        assert np.array_equal(stored[name], image, equal_nan=True), name
+
+    with h5py.File(raw_path(session), "r") as f:
+        frames = f[FRAMES_PATH][()].astype(np.float64).reshape(-1, FRAME, FRAME)
+    for name, mask in spec.masks().items():
+        ref = np.einsum("nij,ij->n", frames, mask.astype(np.float64)).reshape(SHAPE)
+        np.testing.assert_allclose(stored[name], ref, rtol=1e-6)
+    assert np.nanstd(stored["bf"]) > 0  # the lattice shows
+
+    pngs = {p.name.split("-")[0] for p in session.images.saved}
+    assert {"bf", "adf", "com", "idpc", "dp"} <= pngs
+    assert all(p.stat().st_size > 0 for p in session.images.saved)
+
+
+def reduce_cli(server, *args, check=True):
+    proc = subprocess.run(
+        [*CLI, "reduce", *args, "--catalog", server.uri, "--api-key", server.api_key],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def new_derived(server, parent, before: set) -> dict:
+    runs = derived_runs(server, parent)
+    (uid,) = set(runs) - before
+    return images_of(runs[uid]), runs[uid].metadata["start"]
+
+
+@pytest.mark.parametrize("how", [[], ["--scheduler", "local", "--workers", "2"]],
+                         ids=["local", "dask-localcluster"])  # fmt: skip
+def test_bluestem_reduce_recomputes_the_live_images_bit_for_bit(session, server, live_run, how):
+    before = set(derived_runs(server, live_run))
+    proc = reduce_cli(server, live_run, *how)
+    assert "derived run:" in proc.stdout
+    images, start = new_derived(server, live_run, before)
+    assert start["reduction_mode"] == ("distributed" if how else "offline")
+    live = session.live.result["images"]
+    assert set(images) == set(live)
+    for name in live:
+        assert np.array_equal(images[name], live[name], equal_nan=True), name
+
+
+def test_bluestem_reduce_with_new_masks(session, server, live_run, tmp_path):
+    from bluestem.frames import FRAMES_PATH
+
+    mask = np.zeros((FRAME, FRAME), np.float32)
+    mask[:, : FRAME // 2] = 0.5
+    np.save(tmp_path / "left.npy", mask)
+    before = set(derived_runs(server, live_run))
+    reduce_cli(server, live_run, "--bf", "5", "--mask", str(tmp_path / "left.npy"))
+    images, start = new_derived(server, live_run, before)
+    assert set(images) == {"bf", "left", "sum_dp", "max_dp"}
+    with h5py.File(raw_path(session), "r") as f:
+        frames = f[FRAMES_PATH][()].astype(np.float64)
+    np.testing.assert_allclose(images["left"], (frames * mask).sum(axis=(2, 3)), rtol=1e-6)
+    yy, xx = np.indices((FRAME, FRAME))
+    cy, cx = start["reduction"]["centre"]
+    disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= 5.0**2
+    np.testing.assert_allclose(images["bf"], (frames * disk).sum(axis=(2, 3)), rtol=1e-6)
+
+
+def test_bad_input_is_refused_by_name_and_nothing_is_written(session, server, live_run, tmp_path):
+    from bluestem.plans import raster
+
+    np.save(tmp_path / "small.npy", np.ones((8, 8), np.float32))
+    before = set(derived_runs(server, live_run))
+    proc = reduce_cli(server, live_run, "--mask", str(tmp_path / "small.npy"), check=False)
+    assert proc.returncode == 2
+    assert "(8, 8)" in proc.stderr and f"({FRAME}, {FRAME})" in proc.stderr
+    proc = reduce_cli(server, live_run, "--bf", "-2", check=False)
+    assert proc.returncode == 2 and "-2" in proc.stderr
+    proc = reduce_cli(server, "no-such-run", check=False)
+    assert proc.returncode == 2 and "no-such-run" in proc.stderr
+    assert set(derived_runs(server, live_run)) == before
+
+    runs_before = len(client(server))
+    for bad, words in (({"bf": -1.0}, "-1"), ({"bogus": 1}, "bogus"), ("bf", "'bf'")):
+        with pytest.raises(ValueError, match=words):
+            session.RE(raster(session.det, session.scan, shape=SHAPE, dwell=1e-4,
+                              reductions=bad))  # fmt: skip
+    assert session.writer.flush(60)
+    assert len(client(server)) == runs_before
