@@ -140,17 +140,22 @@ def run_comparison(args) -> None:
         masks = spec.masks()
         np.save(masks_path, np.stack([masks["bf"], masks["adf"]]))
         print(f"stack {(ny, nx, k, k)} uint16, {stack.nbytes / 1e6:.0f} MB in {path}")
-        # Ours first, then LiberTEM, both with the file in the page cache.
-        np.load(path)
+        os.sync()  # writeback of the new file would otherwise steal a core from the timing
+        np.load(path)  # into the page cache
         # Compile or load from the cache: writable frames, and read-only ones (a memory
         # map), which numba types (and compiles) separately.
         time_ours(spec, lambda: stack, 256, 256, 1)
         time_ours(spec, lambda: np.load(path, mmap_mode="r").reshape(n, k, k), 256, 256, 1)
-        t_load = time_ours(spec, lambda: np.load(path).reshape(n, k, k), n, args.block,
-                           args.repeats)  # fmt: skip
-        t_mmap = time_ours(spec, lambda: np.load(path, mmap_mode="r").reshape(n, k, k), n,
-                           args.block, args.repeats)  # fmt: skip
-        t_mem = time_ours(spec, lambda: stack, n, args.block, args.repeats)
+        t_load, t_mmap, t_mem = [], [], []
+
+        def measure_ours() -> None:
+            t_load.extend(time_ours(spec, lambda: np.load(path).reshape(n, k, k), n,
+                                    args.block, args.repeats))  # fmt: skip
+            t_mmap.extend(time_ours(spec, lambda: np.load(path, mmap_mode="r").reshape(n, k, k),
+                                    n, args.block, args.repeats))  # fmt: skip
+            t_mem.extend(time_ours(spec, lambda: stack, n, args.block, args.repeats))
+
+        measure_ours()
         red = Reducer(spec, (ny, nx))
         red.add(0, stack)
         ours = red.images()
@@ -180,6 +185,7 @@ def run_comparison(args) -> None:
             )
             lt["max_rel_diff_bf_adf"] = rel
             lt["max_abs_diff_com_px"] = com
+        measure_ours()  # before and after LiberTEM: medians over both
 
     def fps(seconds: float) -> float:
         return n / seconds

@@ -66,6 +66,9 @@ class LiveReduction(DocumentRouter):
         ``blocks(spec, scan_shape) -> LocalBlocks | DaskBlocks``; default local.
     verify : bool
         Verify chunk checksums as frames are read.
+    threads : int
+        Threads reading and reducing (default 1 live: the detector's frame path needs the
+        other cores; ``bluestem reduce`` uses all of them).
     mode : str
         Recorded in the derived run (``live``, ``offline``, ``distributed``).
     timeout : float
@@ -88,6 +91,7 @@ class LiveReduction(DocumentRouter):
         spec=None,
         blocks: Callable | None = None,
         verify: bool = True,
+        threads: int = 1,
         mode: str = "live",
         timeout: float = 600.0,
         clock: Callable[[], float] = time.perf_counter,
@@ -96,7 +100,9 @@ class LiveReduction(DocumentRouter):
         self.sinks = list(sinks)
         self.spec_override = spec
         self.blocks_factory = blocks or (
-            lambda spec, shape: LocalBlocks(self._new_reducer(spec, shape), verify=verify)
+            lambda spec, shape: LocalBlocks(
+                self._new_reducer(spec, shape), verify=verify, threads=threads
+            )
         )
         self.mode = mode
         self.timeout = float(timeout)

@@ -48,7 +48,7 @@ def received_runs(received: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
-def open_reader(path: str, dataset: str, verify: bool):
+def open_reader(path: str, dataset: str, verify: bool, threads: int = 2):
     """A FrameReader for a block's file: a bluestem raw-frame file (FrameWriter layout)."""
     from bluestem.frames import FRAMES_PATH, FrameReader
 
@@ -57,7 +57,7 @@ def open_reader(path: str, dataset: str, verify: bool):
             f"{path}: dataset {dataset!r} is not a bluestem raw-frame dataset "
             f"(allowed: {FRAMES_PATH!r}, as written by the detector IOC)"
         )
-    return FrameReader(path, verify=verify)
+    return FrameReader(path, verify=verify, threads=threads)
 
 
 def _read_received(reader, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,12 +99,17 @@ class LocalBlocks:
         Verify every chunk's fletcher32 checksum as it is read.
     on_progress : callable, optional
         Called after each read with ``(frames, latest_frame)``.
+    threads : int
+        Threads for the kernels and the checksums of the thread calling :meth:`reduce`.
+        Live, 1: the detector's own frame path needs the other cores, and one core
+        reduces many times faster than frames arrive (see docs/live.md).
     """
 
-    def __init__(self, reducer, *, verify: bool = True, on_progress=None):
+    def __init__(self, reducer, *, verify: bool = True, on_progress=None, threads: int = 1):
         self.reducer = reducer
         self.verify = verify
         self.on_progress = on_progress
+        self.threads = int(threads)
         self.lock = threading.Lock()  # held while the reducer changes
         self._readers: dict[str, object] = {}
         self.missing: list[tuple[Block, int, int]] = []  # (block, start, stop) not received
@@ -114,12 +119,16 @@ class LocalBlocks:
         if reader is None:
             if len(self._readers) >= OPEN_FILES:  # step scans: one file per frame
                 self._readers.pop(next(iter(self._readers))).close()
-            reader = open_reader(path, dataset, self.verify)
+            reader = open_reader(path, dataset, self.verify, self.threads)
         self._readers[path] = reader  # most recently used last
         return reader
 
     def reduce(self, block: Block) -> None:
         """Read and reduce one block, ``READ_FRAMES`` at a time."""
+        import numba
+
+        # numba's thread count is per calling thread: this one only.
+        numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
         reader = self._reader(block.path, block.dataset)
         for offset in range(0, block.count, READ_FRAMES):
             count = min(READ_FRAMES, block.count - offset)

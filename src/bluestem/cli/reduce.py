@@ -176,7 +176,7 @@ def _reduce(args, docs, spec, client) -> int:
         def blocks(spec, shape):
             return DaskBlocks(dask, spec, shape)
 
-    live = LiveReduction(sinks, spec=spec, blocks=blocks, mode=mode)
+    live = LiveReduction(sinks, spec=spec, blocks=blocks, mode=mode, threads=os.cpu_count() or 1)
     try:
         for name, doc in docs:
             live(name, doc)
