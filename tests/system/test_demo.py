@@ -33,15 +33,17 @@ def test_demo_small_scan(tmp_path):
     report = verify_file(raw)
     assert report.ok and report.frames_received == 64
     assert raw.stat().st_mode & 0o222 == 0  # closed read-only
+    # The live images: virtual images, COM, iDPC, the latest and the sum pattern, figure.
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == [
-        f"{name}-{uid[:8]}.png"
-        for name in ("annular-dark-field", "bright-field", "sum-diffraction")
-    ]
+    panels = ("adf", "bf", "com", "dp", "idpc", "live", "sum")
+    assert pngs == [f"{name}-{uid[:8]}.png" for name in panels]
+    derived = re.search(r"live:\s+derived run (\S+) \(", result.stdout).group(1)
+    assert "bf" in result.stdout and "idpc" in result.stdout
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
     # The journal holds the run, marked synced.
     assert list((out / "journal").rglob(f"{uid}.synced"))
+    assert list((out / "journal").rglob(f"{derived}.synced"))
     # Everything it started was stopped: the pids are gone.
     pids = [int(p) for p in re.findall(r"\(pid (\d+)\) stopped", result.stdout)]
     assert len(pids) == 2
@@ -83,6 +85,10 @@ def test_demo_against_a_running_catalogue(tmp_path):
         run = from_uri(server.uri, api_key=key)[uid]
         assert run.metadata["stop"]["exit_status"] == "success"
         assert run["primary"]["det_image"].shape == (4, 4, 32, 32)
+        derived = re.search(r"live:\s+derived run (\S+) \(", result.stdout).group(1)
+        reduced = from_uri(server.uri, api_key=key)[derived]
+        assert reduced.metadata["start"]["parent_uid"] == uid
+        assert reduced["primary"]["bf"].shape == (1, 4, 4)
         assert server.alive()  # not ours to stop
     finally:
         server.stop()

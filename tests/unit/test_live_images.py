@@ -105,7 +105,7 @@ def test_pngs_at_stop_are_the_images(tmp_path):
     before = plt.get_fignums()
     run_documents(live, clock, n_datums=20, step=5)
     assert live.error is None
-    names = ["bf", "adf", "com", "idpc", "dp"]
+    names = ["bf", "adf", "com", "idpc", "dp", "sum"]  # dp: the latest; sum: the sum pattern
     assert [p.name for p in live.saved] == [f"{n}-{UID[:8]}.png" for n in names] + [
         f"live-{UID[:8]}.png"
     ]
@@ -115,6 +115,7 @@ def test_pngs_at_stop_are_the_images(tmp_path):
     bf = mpimg.imread(live.saved[0])
     assert bf.shape == (NY * scale, NX * scale, 4)
     assert mpimg.imread(live.saved[4]).shape == (K * 16, K * 16, 4)
+    assert mpimg.imread(live.saved[5]).shape == (K * 16, K * 16, 4)
     reduced = bf[: (NY - 1) * scale]
     left, right = (
         reduced[:, : NX * scale // 2, :3].mean(),

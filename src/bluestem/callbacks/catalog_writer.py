@@ -163,7 +163,7 @@ class ResilientTiledWriter:
                 self._writer = None
 
     def _handle(self, name: str, doc: dict) -> None:
-        from bluesky_tiled_plugins import TiledWriter
+        from bluestem.catalog.client import tiled_writer
 
         if name == "start":
             self._run_uid = doc["uid"]
@@ -172,7 +172,7 @@ class ResilientTiledWriter:
             self._writer = None
             if self._client is None:
                 self._client = self._factory()
-            self._writer = TiledWriter(self._client, batch_size=self.batch_size)
+            self._writer = tiled_writer(self._client, batch_size=self.batch_size)
         if self._run_uid in self._given_up or self._writer is None:
             return
         self._writer(name, doc)

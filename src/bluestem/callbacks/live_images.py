@@ -114,7 +114,8 @@ def _cmap(panel: str):
     import matplotlib
 
     # The demo's maps: grey scan images, inferno for diffraction; NaN shows blank.
-    return matplotlib.colormaps["inferno" if panel == "dp" else "gray"].with_extremes(bad="none")
+    diffraction = panel in ("dp", "sum")
+    return matplotlib.colormaps["inferno" if diffraction else "gray"].with_extremes(bad="none")
 
 
 def _outline_masks(ax, masks: Mapping, lw: float = 1.2, fontsize: Any = "x-small") -> list:
@@ -144,12 +145,12 @@ def save_image_pngs(
     scale: int | None = None,
     com_offset: str | None = "median",
 ) -> list[Path]:
-    """Write one PNG per panel: ``{panel}-{tag}.png`` for bf, adf, com, idpc and dp.
+    """Write one PNG per panel: ``{panel}-{tag}.png`` for bf, adf, com, idpc, dp and sum.
 
     Each PNG is the image itself (no axes or title), ``scale`` screen pixels per image
     pixel (nearest neighbour), NaN transparent; ``dp`` is ``latest`` (or
-    ``images["sum_dp"]``) on a log scale with each mask outlined at 0.5. Absent images
-    are skipped.
+    ``images["sum_dp"]``) on a log scale with each mask outlined at 0.5, and ``sum`` the
+    sum pattern as well when ``latest`` is given. Absent images are skipped.
 
     Parameters
     ----------
@@ -181,7 +182,11 @@ def save_image_pngs(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for panel, data in _panel_arrays(images, latest, com_offset).items():
+    panels = _panel_arrays(images, latest, com_offset)
+    if latest is not None and images.get("sum_dp") is not None:
+        sum_dp = np.ma.masked_invalid(np.asarray(images["sum_dp"], dtype=np.float64))
+        panels["sum"] = np.log1p(np.clip(sum_dp, 0.0, None))
+    for panel, data in panels.items():
         h, w = data.shape[:2]
         s = max(1, 512 // max(h, w)) if scale is None else int(scale)
         fig = Figure(figsize=(w * s / _PNG_DPI, h * s / _PNG_DPI), dpi=_PNG_DPI)
@@ -189,7 +194,7 @@ def save_image_pngs(
         ax.set_axis_off()
         kw = {} if panel == "com" else {"cmap": _cmap(panel), "clim": _limits(data)}
         ax.imshow(data, interpolation="nearest", aspect="auto", **kw)
-        if panel == "dp" and masks:
+        if panel in ("dp", "sum") and masks:
             _outline_masks(ax, masks, lw=1.5 * 72 / _PNG_DPI, fontsize=11 * 72 / _PNG_DPI)
             ax.set_xlim(-0.5, w - 0.5)
             ax.set_ylim(h - 0.5, -0.5)
@@ -215,7 +220,7 @@ class LiveImages:
     source : ImageSource
         Object with ``snapshot()`` (see :class:`ImageSource`).
     out_dir : path, optional
-        Where the stop document's PNGs go; required when headless.
+        Where the stop document's PNGs go (headless or not); required when headless.
     headless : bool, optional
         Draw without a window and save PNGs at stop. Default: True when matplotlib's
         backend is non-interactive (Agg and the file backends).
@@ -276,8 +281,8 @@ class LiveImages:
             final = name == "stop"
             if final or self.clock() - self._last >= self.min_interval:
                 snap = self._draw()
-                if final and self.headless and snap is not None:
-                    self._save(snap)
+                if final and self.out_dir is not None and snap is not None:
+                    self._save(snap)  # interactive too: the window may close, files stay
         except Exception as exc:  # a display never stops a run
             if type(exc) is not type(self.error):  # once per kind of failure, not at 10 Hz
                 log.exception("LiveImages failed on a %s document", name)

@@ -1,8 +1,22 @@
-"""Connecting to a catalogue from the command line: one place for the errors users see."""
+"""Talking to a catalogue: connecting (one place for the errors users see) and the one
+TiledWriter configuration every writer of the project uses."""
 
 from __future__ import annotations
 
-__all__ = ["CatalogUnavailable", "connect"]
+__all__ = ["CatalogUnavailable", "connect", "tiled_writer"]
+
+
+def tiled_writer(client, *, batch_size: int = 100):
+    """bluesky-tiled-plugins' TiledWriter as bluestem configures it.
+
+    ``max_array_size=0``: every array in an event (a derived run's virtual images) is
+    stored as a Tiled array. TiledWriter's default puts arrays of up to 16 elements in the
+    event table instead, and a 4 x 4 image then fails the whole run ("Can only convert
+    1-dimensional array values ... to a variable-sized list").
+    """
+    from bluesky_tiled_plugins import TiledWriter
+
+    return TiledWriter(client, batch_size=batch_size, max_array_size=0)
 
 
 class CatalogUnavailable(RuntimeError):

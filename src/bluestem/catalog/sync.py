@@ -69,7 +69,7 @@ def replay_run(client: Any, run: JournaledRun, *, batch_size: int = 100) -> RunR
     Raises whatever the catalogue raises; :func:`sync_journal` turns that into a failed
     result.
     """
-    from bluesky_tiled_plugins import TiledWriter
+    from bluestem.catalog.client import tiled_writer
 
     status = "uploaded"
     if run.uid in client:
@@ -78,7 +78,7 @@ def replay_run(client: Any, run: JournaledRun, *, batch_size: int = 100) -> RunR
         # Partial copy: internal tables included, or a re-upload would clash with them.
         client.delete_contents(run.uid, recursive=True, external_only=False)
         status = "replaced"
-    writer = TiledWriter(client, batch_size=batch_size)
+    writer = tiled_writer(client, batch_size=batch_size)
     count = 0
     last: dict | None = None
     stopped = False

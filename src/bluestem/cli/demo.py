@@ -3,8 +3,10 @@
 Starts the sim IOC (loopback, private CA ports, random prefix) and, unless ``--catalog``
 is given, an embedded Tiled catalogue; builds a session (:func:`bluestem.session.
 build_session`) from an in-memory inventory; runs a fly ``raster`` with the progress bar;
-verifies the raw file; writes a summed diffraction pattern and a bright-field image as
-PNGs; prints how to read the run from the catalogue; stops what it started, by PID.
+reduces the frames live while they stream to disk (bright field, annular dark field,
+centre of mass, iDPC: a derived run in the catalogue) and writes the live images as PNGs;
+verifies the raw file; prints how to read both runs from the catalogue; stops what it
+started, by PID.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ def add_parser(subparsers) -> None:
         "--out", default="bluestem-demo", help="output directory (default: ./bluestem-demo)"
     )
     parser.add_argument("--specimen", default="srtio3", help="twin specimen (default: srtio3)")
+    parser.add_argument(
+        "--fov", type=float, default=2.0, metavar="NM",
+        help="field of view in nm (default: 2, about five SrTiO3 unit cells: the scan "
+             "samples the lattice finely enough for the images and the DPC rotation)",
+    )  # fmt: skip
     parser.add_argument(
         "--dwell", type=float, default=1e-3,
         help="s per position: sets the dose; the time too with --paced (default: 1e-3)",
@@ -116,6 +123,8 @@ def _inventory(ioc, uri: str, key: str, out: Path, raw: Path, specimen: str) -> 
         "baseline": ["mic"],
         "namespace": ["bluestem.plans"],
         "connect_timeout": 30,
+        # A window when matplotlib has a GUI backend; the PNGs in any case.
+        "live": {"images": True, "out_dir": str(out)},
     }
 
 
@@ -137,10 +146,12 @@ def _experiment(args, ioc, uri: str, key: str, out: Path, raw: Path, shape) -> i
         print(f"raster {shape[0]} x {shape[1]} of {args.frame} x {args.frame} frames, "
               f"specimen {args.specimen}", flush=True)  # fmt: skip
         t0 = time.monotonic()
-        (uid,) = session.RE(raster(det, scan, shape=shape, dwell=args.dwell, microscope=mic,
-                                   md={"specimen": args.specimen}))  # fmt: skip
+        (uid,) = session.RE(raster(det, scan, shape=shape, dwell=args.dwell, fov=args.fov,
+                                   microscope=mic, md={"specimen": args.specimen}))  # fmt: skip
         elapsed = time.monotonic() - t0
-        synced = session.writer.flush(120) and uid in session.writer.synced
+        live = session.live
+        derived = live.derived_uid
+        synced = session.writer.flush(120) and {uid, derived} <= set(session.writer.synced)
         path = _raw_path(det)
         report = verify_file(path)
         progress = session.progress.summary()
@@ -149,8 +160,15 @@ def _experiment(args, ioc, uri: str, key: str, out: Path, raw: Path, shape) -> i
         print(f"raw file:  {path}")
         print(f"verify:    {report.summary()}")
         print(f"frames/s:  {frames / elapsed:,.0f} ({frames} frames, run of {elapsed:.2f} s "
-              "incl. configuration and baseline)")  # fmt: skip
+              "incl. configuration, baseline and live reduction)")  # fmt: skip
         print(f"dropped:   {progress['dropped']}")
+        if derived and live.lags:
+            lags = sorted(live.lags)
+            print(f"live:      derived run {derived} ({', '.join(sorted(live.result['images']))})"
+                  f"; lag datum -> image median {1e3 * lags[len(lags) // 2]:.0f} ms, "
+                  f"max {1e3 * lags[-1]:.0f} ms")  # fmt: skip
+        else:
+            print("live:      NO derived run (see the log above)")
         print(
             f"catalogue: {uri}/api/v1/metadata/{uid}  "
             f"({'written' if synced else 'NOT written: see the journal, bluestem sync'})"
@@ -160,6 +178,8 @@ def _experiment(args, ioc, uri: str, key: str, out: Path, raw: Path, shape) -> i
             f"           run = from_uri({uri!r}, api_key={key!r})[{uid!r}]; "
             "run['primary']['det_image'][0, 0]"
         )
+        if derived:
+            print(f"           bf = from_uri(...)[{derived!r}]['primary']['bf'][0]")
         if not args.catalog:
             # The embedded catalogue stops with the demo; its files stay in OUT.
             port = uri.rsplit(":", 1)[-1]
@@ -167,9 +187,9 @@ def _experiment(args, ioc, uri: str, key: str, out: Path, raw: Path, shape) -> i
                 f"serve it:  bluestem serve --dir {out / 'catalog'} --raw-dir {raw} "
                 f"--port {port} --api-key {key}   (the embedded server stops with the demo)"
             )
-        for png in _pngs(path, out, uid[:8]):
+        for png in session.images.saved if session.images else ():
             print(f"image:     {png}")
-        ok = report.ok and progress["dropped"] == 0 and synced
+        ok = report.ok and progress["dropped"] == 0 and synced and derived is not None
         print("demo OK" if ok else "demo FAILED", flush=True)
         return 0 if ok else 1
     finally:
@@ -181,61 +201,3 @@ def _raw_path(det) -> str:
 
     path = det.hdf.full_file_name.get(as_string=True)
     return path if os.path.isabs(path) else os.path.join(det.root_path.get(), path)
-
-
-def _pngs(path: str, out: Path, tag: str) -> list[Path]:
-    """Sum diffraction pattern, bright-field and annular dark-field images, computed row by
-    row from the file."""
-    import h5py
-    import matplotlib
-    import numpy as np
-
-    from bluestem.frames import FRAMES_PATH
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with h5py.File(path, "r") as f:
-        data = f[FRAMES_PATH]
-        ny, nx, ky, kx = data.shape
-        cal = dict(f["metadata/calibration"].attrs) if "metadata/calibration" in f else {}
-        mic = dict(f["metadata/microscope"].attrs) if "metadata/microscope" in f else {}
-        total = np.zeros((ky, kx))
-        for y in range(ny):
-            total += data[y].sum(axis=0, dtype=np.float64)
-        # Bright field: half the central disk (a small BF detector shows the lattice's
-        # phase contrast best), radius from the convergence angle and the calibration
-        # when the file has them, else where the mean pattern is bright.
-        yy, xx = np.indices((ky, kx))
-        weight = total.sum() or 1.0
-        cy, cx = (yy * total).sum() / weight, (xx * total).sum() / weight
-        alpha, per_px = mic.get("ConvergenceAngle"), cal.get("angle_per_pixel")
-        r2 = (yy - cy) ** 2 + (xx - cx) ** 2
-        if alpha and per_px:
-            disk = float(alpha) * 1e-3 / float(per_px)
-        else:
-            disk = np.sqrt((total >= 0.5 * total.max()).sum() / np.pi)
-        mask = r2 <= (0.5 * disk) ** 2
-        # Annular dark field: everything scattered outside the bright disk.
-        annulus = r2 >= (1.1 * disk) ** 2
-        bf, adf = np.empty((ny, nx)), np.empty((ny, nx))
-        for y in range(ny):
-            row = data[y]
-            bf[y] = row[:, mask].sum(axis=1, dtype=np.float64)
-            adf[y] = row[:, annulus].sum(axis=1, dtype=np.float64) if annulus.any() else 0.0
-
-    written = []
-    for name, image, title in (
-        ("sum-diffraction", np.log1p(total), "sum diffraction pattern (log)"),
-        ("bright-field", bf, f"bright field ({int(mask.sum())} px disk)"),
-        ("annular-dark-field", adf, f"annular dark field ({int(annulus.sum())} px)"),
-    ):
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.imshow(image, cmap="inferno" if name == "sum-diffraction" else "gray")
-        ax.set_title(title)
-        ax.set_axis_off()
-        target = out / f"{name}-{tag}.png"
-        fig.savefig(target, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        written.append(target)
-    return written

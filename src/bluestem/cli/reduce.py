@@ -152,9 +152,9 @@ def _reduce(args, docs, spec, client) -> int:
 
     sinks, journal = [], None
     if client is not None:
-        from bluesky_tiled_plugins import TiledWriter
+        from bluestem.catalog.client import tiled_writer
 
-        sinks.append(TiledWriter(client, batch_size=100))
+        sinks.append(tiled_writer(client, batch_size=100))
     if args.journal:
         journal = DocumentJournal(args.journal)
         sinks.insert(0, journal)
