@@ -29,6 +29,7 @@ def _env(sim, tmp_path) -> dict:
         BLUESTEM_PREFIX=ioc.prefix,
         BLUESTEM_DATA_ROOT=str(data),
         BLUESTEM_JOURNAL_DIR=str(tmp_path / "journal"),
+        BLUESTEM_LIVE_DIR=str(tmp_path / "live"),
         BLUESTEM_SAMPLE="Si",
         USER="ada",
         EPICS_CA_SERVER_PORT=ioc.env["EPICS_CA_SERVER_PORT"],

@@ -70,6 +70,12 @@ def test_expand_env_names_the_missing_variable():
         ({"devices": [MIC], "namespace": ["bluestem.nope"]},
          r"namespace\[0\]='bluestem\.nope': cannot import it"),
         ({"devices": [MIC], "connect_timeout": 0}, r"connect_timeout=0: allowed .*\(0, 600\]"),
+        ({"devices": [MIC], "live": {"images": "yes"}},
+         r"live\.images='yes': allowed true, false or auto"),
+        ({"devices": [MIC], "live": {"reduce": 1}}, r"live\.reduce=1: allowed true or false"),
+        ({"devices": [MIC], "live": {"outdir": "x"}},
+         r"live: unknown key 'outdir'; allowed: reduce, images, out_dir, verify"),
+        ({"devices": [MIC], "live": ["reduce"]}, r"live=\['reduce'\]: allowed a mapping"),
     ],
 )  # fmt: skip
 def test_bad_entries_are_refused_by_name(config, message):
@@ -115,3 +121,10 @@ def test_progress_bar_redraws_one_line_on_a_terminal():
     first, final = text.split("\r")[1:]
     assert first.startswith("[#####-----]  50.0% 2/4 frames") and "ETA" in first
     assert final.startswith("[#####-----]  50.0% 2/4 frames") and final.endswith("[success]\n")
+
+
+def test_live_defaults_and_paths(tmp_path):
+    cfg = load_config({"devices": [MIC]})
+    assert cfg.live == {"reduce": True, "images": "auto", "out_dir": None, "verify": True}
+    cfg = load_config({"devices": [MIC], "live": {"images": False, "out_dir": str(tmp_path)}})
+    assert cfg.live["images"] is False and cfg.live["out_dir"] == tmp_path
