@@ -78,6 +78,9 @@ class LiveReduction(DocumentRouter):
     ----------
     lags : list of float
         Seconds from each ``stream_datum`` arriving to its frames being in the images.
+    reduced : list of (str, float)
+        Each ``stream_datum`` uid with the wall-clock time (``time.time()``) its frames
+        were in the images (to measure lag across processes).
     derived_uid : str or None
         The last derived run's uid.
     result : dict or None
@@ -108,6 +111,7 @@ class LiveReduction(DocumentRouter):
         self.timeout = float(timeout)
         self.clock = clock
         self.lags: list[float] = []
+        self.reduced: list[tuple[str, float]] = []
         self.derived_uid: str | None = None
         self.result: dict | None = None
         self._run: dict | None = None
@@ -147,7 +151,7 @@ class LiveReduction(DocumentRouter):
             "per_event": {},
             "error": None,
         }
-        self.lags = []
+        self.lags, self.reduced = [], []
         self._latest, self._frames = None, 0
         self._thread = threading.Thread(
             target=self._work, name="bluestem-live-reduction", daemon=True
@@ -197,6 +201,7 @@ class LiveReduction(DocumentRouter):
             count=(stop - start) * per_event,
             position=(doc["seq_nums"]["start"] - 1) * per_event,
             received_at=self.clock(),
+            datum=doc["uid"],
         )
         self._queue.put(block)
 
@@ -254,6 +259,7 @@ class LiveReduction(DocumentRouter):
             try:
                 blocks.reduce(block)
                 self.lags.append(self.clock() - block.received_at)
+                self.reduced.append((block.datum, time.time()))
             except Exception as exc:
                 run["error"] = exc
                 logger.error("run %s: reducing %s failed: %s", run["start"]["uid"], block, exc)

@@ -40,6 +40,7 @@ class Block:
     count: int
     position: int
     received_at: float = 0.0
+    datum: str = ""  # the announcing stream_datum's uid
 
 
 def received_runs(received: np.ndarray) -> list[tuple[int, int]]:
