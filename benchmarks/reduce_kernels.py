@@ -6,8 +6,9 @@ bright-field disk of 170; a pool of 256 distinct frames cycled) goes through
 plus the sum and max patterns). Baselines measured in the same run: the memory read
 bandwidth (numba parallel sum of a 1 GiB float64 array on all cores) and a naive numpy
 reduction (float32 matmul with the masks + numpy COM) on a slice. Repeats are interleaved
-and the median is kept, since other work on the machine shifts single runs. Last line:
-one JSON object; "ratio" = ours (a) at 128² uint16 / memory bandwidth (target >= 0.7).
+with the bandwidth runs; each figure is the best run (the machine is shared: other work
+only ever slows a run down), the JSON also holds the medians. Last line: one JSON object;
+"ratio" = ours (a) at 128² uint16 / memory bandwidth, best against best (target >= 0.7).
 
     .venv/bin/python benchmarks/reduce_kernels.py [--sizes 64 128 256] [--mb 1024]
 """
@@ -94,11 +95,12 @@ def main() -> None:
                 default.append(time_reducer(full, stack, args.block))
             sub = stack[: max(256, len(stack) // 8)]
             naive = time_numpy(spec, sub)
-            t_fused, t_default = float(np.median(fused)), float(np.median(default))
+            t_fused, t_default = min(fused), min(default)
             gbps = stack.nbytes / t_fused / 1e9
             r = {
                 "frames_per_s": round(len(stack) / t_fused),
                 "GB_per_s": round(gbps, 2),
+                "GB_per_s_median": round(stack.nbytes / float(np.median(fused)) / 1e9, 2),
                 "default_GB_per_s": round(stack.nbytes / t_default / 1e9, 2),
                 "numpy_GB_per_s": round(sub.nbytes / naive / 1e9, 2),
                 "stack_MB": round(stack.nbytes / 1e6),
@@ -110,10 +112,10 @@ def main() -> None:
                 f"{gbps:6.2f} GB/s (runs {runs}) | +sum+max {r['default_GB_per_s']:6.2f} GB/s"
                 f" | numpy {r['numpy_GB_per_s']:5.2f} GB/s"
             )
-    bw = float(np.median(bandwidths))
+    bw, bw_median = max(bandwidths), float(np.median(bandwidths))
     print(
-        f"memory read (numba parallel sum, 1 GiB float64): median {bw:.1f} GB/s of "
-        f"{min(bandwidths):.1f}..{max(bandwidths):.1f}"
+        f"memory read (numba parallel sum, 1 GiB float64): best {bw:.1f} GB/s, median "
+        f"{bw_median:.1f} of {min(bandwidths):.1f}..{bw:.1f}"
     )
     key = "128_uint16"
     ours = results[key]["GB_per_s"] if key in results else float("nan")
@@ -124,6 +126,7 @@ def main() -> None:
                 "block_frames": args.block,
                 "threads": numba.get_num_threads(),
                 "baseline_memory_read_GB_per_s": round(bw, 2),
+                "baseline_memory_read_GB_per_s_median": round(bw_median, 2),
                 "repeats": args.repeats,
                 "ratio": round(ours / bw, 3),
             }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import pickle
+import threading
 
 import numba
 import numpy as np
@@ -53,6 +54,7 @@ SPECS = {
     ),
     "com_only": lambda: ReductionSpec(FRAME, centre=CENTRE, sum_dp=False, max_dp=False),
     "one_mask": lambda: ReductionSpec(FRAME, centre=CENTRE, detectors=all_kinds()[:1]),
+    "patterns_only": lambda: ReductionSpec(FRAME, com=False),
 }
 
 
@@ -290,3 +292,22 @@ def test_sum_dp_stays_exact_past_the_uint32_part_limit_and_across_dtypes():
     assert np.array_equal(img["sum_dp"], np.full((4, 4), 70000 * 65535 + 700, np.float64))
     assert np.array_equal(img["max_dp"], np.full((4, 4), 65535.0))
     assert np.array_equal(img["bf"].ravel()[[0, 69999, 70099]], [5 * 65535.0] * 2 + [35.0])
+
+
+def test_add_in_a_worker_thread_while_images_are_read():
+    spec = SPECS["bf_adf_com"]()
+    frames = poisson_frames("uint16")
+    red = Reducer(spec, SCAN)
+
+    def feed():
+        for a in range(0, 35, 5):
+            red.add(a, frames[a : a + 5])
+
+    worker = threading.Thread(target=feed)
+    worker.start()
+    while worker.is_alive():
+        img = red.images()
+        done = ~np.isnan(img["bf"])
+        assert np.isfinite(img["com_x"][done]).all()  # a position is all there or not at all
+    worker.join()
+    assert_same(red.images(), split_images(spec, frames, [35]))

@@ -21,7 +21,7 @@ __all__ = ["DTYPES", "ReducedPart", "Reducer"]
 DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.float32))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ReducedPart:
     """The result of reducing some frames, detached from any Reducer (picklable).
 
