@@ -219,10 +219,11 @@ def fused_reduce(
     out : (n, Q + 1) float64
         Channel totals; column Q receives the y-weighted denominator.
     sum_parts : (nchunks, ky, kx) uint32 (uint8/uint16 frames) or float64, zeros
-        Per-chunk sum patterns; shape (0, 0, 0) skips them. A uint32 part is exact for
-        up to 65536 uint16 frames per call.
+        Per-chunk sum patterns, added to; shape (0, 0, 0) skips them. A uint32 part is
+        exact for up to 65536 uint16 frames (``patterns.PatternParts`` folds before).
     max_parts : (nchunks, ky, kx) of the frames' dtype
-        Per-chunk max patterns, starting at the dtype's lowest value; (0, 0, 0) skips.
+        Per-chunk max patterns (start: the dtype's lowest value), updated; (0, 0, 0)
+        skips them.
     exact32 : bool
         True for uint8/uint16 frames, whose sums go to uint32 parts.
     nchunks : int

@@ -61,8 +61,9 @@ class Reducer:
     frame gives bit-for-bit the same values whatever block it arrives in, and
     :meth:`combine` of disjoint parts equals one reducer fed everything. ``sum_dp`` is
     accumulated in float64 (integer frames: exact, hence also bitwise independent of the
-    split; float32 frames: reproducible for a given split, and equal across splits up to
-    float64 rounding). ``max_dp`` is exact; NaN pixels are ignored by it.
+    split; float32 frames: equal across splits, and whenever :meth:`images` is read
+    between blocks, only up to float64 rounding). ``max_dp`` is exact; NaN pixels are
+    ignored by it.
 
     The kernels release the GIL: :meth:`add` may run in a worker thread while another
     thread calls :meth:`images` (which waits for a block in progress). Concurrent
