@@ -11,8 +11,9 @@ import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.utils import FailedStatus, MsgGenerator, RequestAbort, RequestStop
 
+from bluestem.reduce import check_reductions, resolve_reductions
+
 from .metadata import instrument_state, plain
-from .reductions import check_reductions, resolve_reductions
 from .validation import check_dwell, check_number, check_pair, check_shape
 
 __all__ = ["beam_positions", "configured_run", "failure_reason", "raster", "step_raster"]
@@ -152,7 +153,7 @@ def raster(
     settings : sequence of (device, value)
         Extra verified settings applied with the scan configuration (used by ``series``).
     reductions : None, False, ReductionSpec or mapping
-        Live images of the run (see :func:`bluestem.plans.reductions.check_reductions`):
+        Live images of the run (see :func:`bluestem.reduce.check_reductions`):
         None gives bright field, annular dark field and centre of mass; False none. The
         resolved spec is recorded in the start document (``reduction``).
     md : dict, optional

@@ -46,11 +46,22 @@ def all_kinds(shape=FRAME, seed: int = 1) -> tuple[VirtualDetector, ...]:
     )
 
 
+def half_plane(shape=FRAME) -> np.ndarray:
+    """A COM mask: the upper half of the frame, one pixel column left out."""
+    mask = np.zeros(shape, bool)
+    mask[: shape[0] // 2] = True
+    mask[:, 3] = False
+    return mask
+
+
 SPECS = {
     "bf_adf_com": lambda: ReductionSpec.default(FRAME, centre=CENTRE, angle_per_pixel=2e-3),
     "all_kinds": lambda: ReductionSpec(FRAME, centre=CENTRE, detectors=all_kinds()),
     "com_radius": lambda: ReductionSpec(
         FRAME, centre=CENTRE, detectors=all_kinds()[:3], com_radius=13.0
+    ),
+    "com_mask": lambda: ReductionSpec(
+        FRAME, centre=CENTRE, detectors=all_kinds()[:2], com_mask=half_plane(), com_radius=14.0
     ),
     "com_only": lambda: ReductionSpec(FRAME, centre=CENTRE, sum_dp=False, max_dp=False),
     "one_mask": lambda: ReductionSpec(FRAME, centre=CENTRE, detectors=all_kinds()[:1]),
@@ -70,7 +81,9 @@ def reference(spec: ReductionSpec, frames: np.ndarray) -> dict[str, np.ndarray]:
         dy, dx = rr - spec.centre[0], cc - spec.centre[1]
         region = np.ones((ky, kx))
         if spec.com_radius is not None:
-            region = (np.hypot(dy, dx) <= spec.com_radius).astype(np.float64)
+            region = region * (np.hypot(dy, dx) <= spec.com_radius)
+        if spec.com_mask is not None:
+            region = region * spec.com_mask
         total = np.einsum("nyx,yx->n", f, region)
         out["com_y"] = np.einsum("nyx,yx->n", f, dy * region) / total
         out["com_x"] = np.einsum("nyx,yx->n", f, dx * region) / total

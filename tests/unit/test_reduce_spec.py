@@ -242,3 +242,21 @@ def test_from_dict_refuses_unknown_versions_and_keys():
         ReductionSpec.from_dict({**d, "version": 2})
     with pytest.raises(ValueError, match=r"unknown spec keys \['colour'\]"):
         ReductionSpec.from_dict({**d, "colour": "red"})
+
+
+def test_com_mask_round_trips_and_bad_masks_are_refused():
+    mask = np.zeros((16, 20), bool)
+    mask[2:9, 4:15] = True
+    spec = ReductionSpec((16, 20), com_mask=mask)
+    again = ReductionSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec and np.array_equal(again.com_mask, mask)
+    assert again.digest() == spec.digest() != ReductionSpec((16, 20)).digest()
+    with pytest.raises(ValueError, match=r"com_mask has shape \(16, 16\); allowed: the frame "
+                       r"shape \(16, 20\)"):  # fmt: skip
+        ReductionSpec((16, 20), com_mask=np.ones((16, 16), bool))
+    with pytest.raises(ValueError, match="com_mask selects no pixel"):
+        ReductionSpec((16, 20), com_mask=np.zeros((16, 20)))
+    stored = spec.to_dict()
+    stored["com_mask"]["base64"] = stored["com_mask"]["base64"][::-1]
+    with pytest.raises(ValueError, match="com_mask: bad stored array"):
+        ReductionSpec.from_dict(stored)

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"run {args.uid}: its documents do not begin with a start document")
     start = docs[0][1]
 
-    from bluestem.plans.reductions import run_spec
+    from bluestem.reduce import run_spec
 
     try:
         spec = run_spec(start, override)

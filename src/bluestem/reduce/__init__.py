@@ -11,6 +11,7 @@ or load from numba's on-disk cache.
 
 from bluestem.reduce.detectors import VirtualDetector
 from bluestem.reduce.dpc import ddpc, estimate_rotation, idpc, rotate_com
+from bluestem.reduce.from_run import check_reductions, resolve_reductions, run_spec
 from bluestem.reduce.reducer import DTYPES, ReducedPart, Reducer
 from bluestem.reduce.spec import ReductionSpec
 
@@ -20,8 +21,11 @@ __all__ = [
     "Reducer",
     "ReductionSpec",
     "VirtualDetector",
+    "check_reductions",
     "ddpc",
     "estimate_rotation",
     "idpc",
+    "resolve_reductions",
     "rotate_com",
+    "run_spec",
 ]

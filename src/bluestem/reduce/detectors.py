@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["KINDS", "VirtualDetector", "farthest_distance"]
+__all__ = ["KINDS", "VirtualDetector", "decode_array", "encode_array", "farthest_distance"]
 
 #: kind -> (required parameters, optional parameters with their defaults)
 KINDS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -48,6 +48,30 @@ KINDS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 #: Most segments a ``sectors`` detector may have.
 MAX_SECTORS = 360
+
+
+def encode_array(array: np.ndarray, dtype: str) -> dict[str, Any]:
+    """An array as JSON: shape, dtype, base64 of its little-endian bytes, their sha256."""
+    raw = np.ascontiguousarray(array, dtype=dtype).tobytes()
+    return {
+        "shape": list(np.shape(array)),
+        "dtype": dtype,
+        "base64": base64.b64encode(raw).decode("ascii"),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+    }
+
+
+def decode_array(d: Mapping[str, Any], what: str, dtype: str) -> np.ndarray:
+    """Inverse of :func:`encode_array`; the bytes are verified against their sha256."""
+    try:
+        raw = base64.b64decode(d["base64"], validate=True)
+        if hashlib.sha256(raw).hexdigest() != d["sha256"]:
+            raise ValueError("the bytes do not match their sha256")
+        if d["dtype"] != dtype:
+            raise ValueError(f"dtype {d['dtype']!r}; allowed: {dtype!r}")
+        return np.frombuffer(raw, dtype).reshape(d["shape"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{what}: bad stored array: {exc}") from None
 
 
 def farthest_distance(frame_shape: tuple[int, int], centre: tuple[float, float]) -> float:
@@ -242,19 +266,8 @@ class VirtualDetector:
         """A JSON-able dict; user weights as base64 float32 (little-endian) + sha256."""
         if self.kind != "user":
             return {"name": self.name, "kind": self.kind, "params": dict(self.params)}
-        raw = np.ascontiguousarray(self.params["weights"], dtype="<f4").tobytes()
-        return {
-            "name": self.name,
-            "kind": "user",
-            "params": {
-                "weights": {
-                    "shape": list(self.params["weights"].shape),
-                    "dtype": "<f4",
-                    "base64": base64.b64encode(raw).decode("ascii"),
-                    "sha256": hashlib.sha256(raw).hexdigest(),
-                }
-            },
-        }
+        weights = encode_array(self.params["weights"], "<f4")
+        return {"name": self.name, "kind": "user", "params": {"weights": weights}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VirtualDetector:
@@ -263,16 +276,7 @@ class VirtualDetector:
             raise ValueError(f"a detector dict needs exactly name, kind, params; got {d!r}")
         params = dict(d["params"])
         if d["kind"] == "user" and isinstance(params.get("weights"), Mapping):
-            w = params["weights"]
-            try:
-                raw = base64.b64decode(w["base64"], validate=True)
-                if hashlib.sha256(raw).hexdigest() != w["sha256"]:
-                    raise ValueError(f"mask {d['name']!r}: weights do not match their sha256")
-                if w["dtype"] != "<f4":
-                    raise ValueError(f"mask {d['name']!r}: dtype {w['dtype']!r}; allowed: '<f4'")
-                params["weights"] = np.frombuffer(raw, "<f4").reshape(w["shape"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"mask {d['name']!r}: bad stored weights: {exc}") from None
+            params["weights"] = decode_array(params["weights"], f"mask {d['name']!r}", "<f4")
         return cls(d["name"], d["kind"], params)
 
     def _canonical(self) -> str:

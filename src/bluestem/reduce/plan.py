@@ -77,7 +77,7 @@ def build_plan(spec: ReductionSpec) -> Plan:
         xw = (np.arange(kx, dtype=np.float32) - np.float32(ic))[None, :] * region
         den_col, x_col = ncols, ncols + 1
         ncols += 2
-        if spec.com_radius is None:
+        if spec.com_radius is None and spec.com_mask is None:
             # Whole-frame COM: the unit channel (a plain sum, no weight loads), packed
             # with x and the first two detectors.
             rows.append(xw)

@@ -11,7 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from bluestem.reduce.detectors import VirtualDetector, farthest_distance
+from bluestem.reduce.detectors import (
+    VirtualDetector,
+    decode_array,
+    encode_array,
+    farthest_distance,
+)
 
 __all__ = ["MAX_FRAME", "RESERVED_NAMES", "SPEC_VERSION", "ReductionSpec"]
 
@@ -23,7 +28,7 @@ MAX_FRAME = 4096
 RESERVED_NAMES = frozenset({"com_y", "com_x", "com_y_mrad", "com_x_mrad", "sum_dp", "max_dp"})
 
 _FIELDS = (
-    "frame_shape", "centre", "detectors", "com", "com_radius", "angle_per_pixel",
+    "frame_shape", "centre", "detectors", "com", "com_radius", "com_mask", "angle_per_pixel",
     "rotation_deg", "flip", "sum_dp", "max_dp",
 )  # fmt: skip
 
@@ -66,6 +71,8 @@ class ReductionSpec:
         Compute the centre of mass ``com_y``, ``com_x`` (pixels, relative to ``centre``).
     com_radius : float, optional
         COM only over the pixels with ``rho <= com_radius``; None: the whole frame.
+    com_mask : array of bool, optional
+        COM only over these pixels (the frame shape); with ``com_radius``, over both.
     angle_per_pixel : float, optional
         Scattering angle per pixel in rad; adds ``com_y_mrad`` and ``com_x_mrad``.
     rotation_deg, flip : float and bool, optional
@@ -85,6 +92,7 @@ class ReductionSpec:
     detectors: tuple[VirtualDetector, ...] = ()
     com: bool = True
     com_radius: float | None = None
+    com_mask: np.ndarray | None = None
     angle_per_pixel: float | None = None
     rotation_deg: float | None = None
     flip: bool | None = None
@@ -125,10 +133,13 @@ class ReductionSpec:
             f"0 < com_radius <= {limit:.6g} (the farthest pixel from the centre) or None",
             lambda r: 0 < r <= limit,
         ))  # fmt: skip
+        self._check_com_mask()
         if self.com and self.com_radius is not None and not self._com_region().any():
             raise ValueError(
                 f"com_radius {self.com_radius:g} encloses no pixel centre around "
-                f"{self.centre}; allowed: a radius that encloses at least one"
+                f"{self.centre}"
+                + (" inside com_mask" if self.com_mask is not None else "")
+                + "; allowed: a radius that encloses at least one"
             )
         set_(self, "angle_per_pixel", _real(
             "angle_per_pixel", self.angle_per_pixel,
@@ -167,14 +178,37 @@ class ReductionSpec:
                 seen.add(image)
         object.__setattr__(self, "detectors", dets)
 
+    def _check_com_mask(self) -> None:
+        mask = self.com_mask
+        if mask is None:
+            return
+        if isinstance(mask, Mapping):  # as stored by to_dict
+            packed = decode_array(mask, "com_mask", "|u1")
+            mask = np.unpackbits(packed)[: int(np.prod(mask["frame_shape"]))].reshape(
+                mask["frame_shape"]
+            )
+        mask = np.asarray(mask)
+        if mask.shape != self.frame_shape:
+            raise ValueError(
+                f"com_mask has shape {mask.shape}; allowed: the frame shape {self.frame_shape}"
+            )
+        if mask.dtype.kind not in "biuf" or not np.isfinite(mask).all():
+            raise ValueError(f"com_mask has dtype {mask.dtype}; allowed: bool or 0/1 numbers")
+        mask = mask != 0
+        if not mask.any():
+            raise ValueError("com_mask selects no pixel; allowed: a mask with at least one")
+        mask.setflags(write=False)
+        object.__setattr__(self, "com_mask", mask)
+
     def _com_region(self) -> np.ndarray:
         """Boolean (ky, kx): the pixels the COM sums over."""
+        region = np.ones(self.frame_shape, bool) if self.com_mask is None else self.com_mask
         if self.com_radius is None:
-            return np.ones(self.frame_shape, bool)
+            return region
         ky, kx = self.frame_shape
         dy = np.arange(ky, dtype=np.float64)[:, None] - self.centre[0]
         dx = np.arange(kx, dtype=np.float64)[None, :] - self.centre[1]
-        return dy * dy + dx * dx <= self.com_radius**2
+        return region & (dy * dy + dx * dx <= self.com_radius**2)
 
     @property
     def detector_images(self) -> tuple[str, ...]:
@@ -255,6 +289,17 @@ class ReductionSpec:
             "detectors": [d.to_dict() for d in self.detectors],
             "com": self.com,
             "com_radius": self.com_radius,
+            # Only when set: the digests of specs without one stay what they were.
+            **(
+                {}
+                if self.com_mask is None
+                else {
+                    "com_mask": {
+                        **encode_array(np.packbits(self.com_mask), "|u1"),
+                        "frame_shape": list(self.frame_shape),
+                    }
+                }
+            ),
             "angle_per_pixel": self.angle_per_pixel,
             "rotation_deg": self.rotation_deg,
             "flip": self.flip,

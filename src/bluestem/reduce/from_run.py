@@ -1,9 +1,10 @@
-"""The ``reductions=`` argument of the 4D plans: which live images a run gets.
+"""A run's reduction spec from what the plan was asked and the instrument as read back.
 
-The plans record the resolved :class:`bluestem.reduce.ReductionSpec` in the start document
-(``reduction``); the session's :class:`bluestem.callbacks.LiveReduction` reduces every run
-that has one, and the derived run repeats it, so the record says exactly how each image
-was made.
+The 4D plans' ``reductions=`` argument is checked here (:func:`check_reductions`) and
+resolved against the start document's instrument state (:func:`resolve_reductions`); the
+plans record the result in the start document (``reduction``), the session's
+:class:`bluestem.callbacks.LiveReduction` reduces every run that has one, and the derived
+run repeats it. ``bluestem reduce`` picks its spec with :func:`run_spec`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from bluestem.reduce.detectors import VirtualDetector
+from bluestem.reduce.spec import ReductionSpec
+
 __all__ = ["check_reductions", "resolve_reductions", "run_spec"]
 
-SHORTHAND_KEYS = ("bf", "adf", "com", "com_radius", "centre", "masks", "rotation", "flip")
+SHORTHAND_KEYS = ("bf", "adf", "com", "com_radius", "com_mask", "centre", "masks", "rotation",
+                  "flip")  # fmt: skip
 
 
 def check_reductions(reductions: Any) -> Any:
@@ -25,11 +30,10 @@ def check_reductions(reductions: Any) -> Any:
     Allowed: ``None`` (default: bright field, annular dark field, centre of mass),
     ``False`` (no live reduction), a ``ReductionSpec``, its ``to_dict()`` form, or a
     shorthand mapping with keys ``bf`` (radius, px), ``adf`` ((inner, outer), px),
-    ``com`` (bool), ``com_radius`` (px), ``centre`` ((cy, cx), px), ``masks`` (name ->
-    weight array of the frame shape), ``rotation`` (deg) and ``flip`` (bool).
+    ``com`` (bool), ``com_radius`` (px), ``com_mask`` (bool array of the frame shape),
+    ``centre`` ((cy, cx), px), ``masks`` (name -> weight array of the frame shape),
+    ``rotation`` (deg) and ``flip`` (bool).
     """
-    from bluestem.reduce import ReductionSpec
-
     if reductions is None or reductions is False or isinstance(reductions, ReductionSpec):
         return reductions
     if not isinstance(reductions, Mapping):
@@ -72,7 +76,6 @@ def resolve_reductions(reductions: Any, state: Mapping[str, Any]):
     -------
     ReductionSpec or None
     """
-    from bluestem.reduce import ReductionSpec, VirtualDetector
 
     if reductions is False:
         return None
@@ -90,9 +93,10 @@ def resolve_reductions(reductions: Any, state: Mapping[str, Any]):
         frame, centre=short.get("centre"), bf_radius=bf, adf=adf, angle_per_pixel=per_pixel
     )
     changes: dict[str, Any] = {}
-    if "com" in short or "com_radius" in short:
+    if "com" in short or "com_radius" in short or "com_mask" in short:
         changes["com"] = bool(short.get("com", True))
         changes["com_radius"] = short.get("com_radius")
+        changes["com_mask"] = short.get("com_mask")
     if "rotation" in short:
         changes["rotation_deg"] = short["rotation"]
     if "flip" in short:
@@ -117,7 +121,6 @@ def run_spec(start: Mapping[str, Any], flags: Mapping[str, Any] | None = None):
     ``adf``, ``com``, ``com_radius``, ``centre``, ``masks`` as in the shorthand): exactly
     the detectors asked for, COM only when ``com`` is true.
     """
-    from bluestem.reduce import ReductionSpec, VirtualDetector
 
     if flags is None:
         if start.get("reduction"):
@@ -137,7 +140,8 @@ def run_spec(start: Mapping[str, Any], flags: Mapping[str, Any] | None = None):
         frame,
         centre=flags.get("centre"),
         detectors=tuple(detectors),
-        com=bool(flags.get("com")),
+        com=bool(flags.get("com") or flags.get("com_mask") is not None),
         com_radius=flags.get("com_radius"),
+        com_mask=flags.get("com_mask"),
         angle_per_pixel=per_pixel,
     )
