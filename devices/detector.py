@@ -8,6 +8,7 @@ of completed scan rows), so every consumer reads the same file.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -33,11 +34,15 @@ class AcquisitionError(RuntimeError):
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:
+    # The IOC usually answers within milliseconds: poll at 2, 4, 8 ... ms up to POLL, so
+    # arming and opening the file do not cost a whole POLL each.
     deadline = time.monotonic() + timeout
+    delay = 0.002
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} after {timeout:g} s")
-        time.sleep(POLL)
+        time.sleep(delay)
+        delay = min(POLL, 2 * delay)
 
 
 class PixelatedDetector(Device):
@@ -167,9 +172,21 @@ class PixelatedDetector(Device):
         write error."""
 
         def work():
-            while self.hdf.capture_rbv.get(use_monitor=False) != 0:
-                self._check_writer()
-                time.sleep(POLL)
+            # Woken by the Capture_RBV monitor as soon as the file closes; the poll stays
+            # for the write-error checks (and a monitor that never comes).
+            closed = threading.Event()
+
+            def watch(value=None, **_):
+                if value == 0:
+                    closed.set()
+
+            token = self.hdf.capture_rbv.subscribe(watch, run=False)
+            try:
+                while self.hdf.capture_rbv.get(use_monitor=False) != 0:
+                    self._check_writer()
+                    closed.wait(POLL)
+            finally:
+                self.hdf.capture_rbv.unsubscribe(token)
             self._check_writer()
             self._finished = True
 

@@ -168,8 +168,7 @@ def raster(
     args = {**g, "microscope": getattr(microscope, "name", None), "file_stem": stem}
     meta = _plan_md("raster", args, detector, scan, microscope, md)
     ny, nx = g["shape"]
-    # Against the detector as it is now, before anything moves (radii vs frame shape).
-    resolve_reductions(reduction, instrument_state(detector, scan, microscope))
+    _check_against_instrument(reduction, detector, scan, microscope)
 
     def configure():
         for device, value in settings:
@@ -195,6 +194,13 @@ def raster(
             configured_run(configure, state, meta, body), _cleanup(detector, scan)
         )
     )
+
+
+def _check_against_instrument(reduction: Any, detector, scan, microscope) -> None:
+    """Resolve ``reductions`` against the instrument as it is now, before anything moves:
+    radii and masks are refused against the detector's frame shape (blocking reads)."""
+    if reduction is not False:
+        resolve_reductions(reduction, instrument_state(detector, scan, microscope))
 
 
 def _with_reduction(state: dict, reduction: Any, stem: str) -> dict:
@@ -242,7 +248,7 @@ def step_raster(
     stem = file_stem or f"{detector.name}-{uuid.uuid4()}"
     args = {**g, "microscope": getattr(microscope, "name", None), "file_stem": stem}
     meta = _plan_md("step_raster", args, detector, scan, microscope, md)
-    resolve_reductions(reduction, instrument_state(detector, scan, microscope))
+    _check_against_instrument(reduction, detector, scan, microscope)
 
     def configure():
         yield from _configure_scan(scan, g, "Step")
