@@ -53,6 +53,10 @@ def one_raster(bench: Bench, shape, live=None, *, results: Path | None = None) -
         if name == "stream_datum":
             emitted[doc["uid"]] = time.time()
 
+    # Every raster starts with no one else's dirty pages to write back, as in pipeline.py.
+    for old in bench.raw.glob("*.h5"):
+        old.unlink()
+    os.sync()
     token = bench.RE.subscribe(clock)
     tokens = [bench.RE.subscribe(live)] if live is not None else []
     reduce = live is not None or results is not None

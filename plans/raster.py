@@ -181,6 +181,9 @@ def raster(
     def body():
         yield from bps.declare_stream(detector, name="primary", collect=True)
         yield from bps.kickoff(detector, wait=True)
+        # The StreamResource now, before the first row: a live reduction can open the
+        # file and follow it from the first frame.
+        yield from bps.collect(detector, name="primary")
         yield from bps.abs_set(scan.start, 1, wait=True)
         yield from bps.collect_while_completing(
             [detector], [detector], flush_period=FLUSH_PERIOD, stream_name="primary"

@@ -13,6 +13,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 
 import h5py
 import numpy as np
@@ -200,3 +201,65 @@ def test_bad_input_is_refused_by_name_and_nothing_is_written(session, server, li
                               reductions=bad))  # fmt: skip
     assert session.writer.flush(60)
     assert len(client(server)) == runs_before
+
+
+def test_live_reduction_of_a_scan_with_dropped_and_late_frames(sim_factory, tmp_path):
+    """The IOC drops frames 5, 17, 40..42 and delivers 60 and 100 late, while a
+    LiveReduction follows the file as it is written (the documents are composed here as
+    the detector device does, from the IOC's counters over CA): the images are NaN exactly
+    at the dropped positions and hold the late frames where they belong."""
+    import event_model
+    from event_model import ComposeStreamResource, StreamRange
+    from ioc_client import configure_scan
+
+    from bluestem.callbacks import LiveReduction
+    from bluestem.devices.stream import RowBatcher
+    from bluestem.frames import FRAMES_PATH, RECEIVED_PATH
+    from bluestem.reduce import ReductionSpec
+
+    _, ca, _ = sim_factory("--faults", "drop=5,17,40-42;late=60:0.3,100:0.1")
+    configure_scan(ca, shape=(16, 16), frame=32, dwell=1e-3, name="live-faults")
+    spec = ReductionSpec.default((32, 32), bf_radius=6.0)
+    run = event_model.compose_run(metadata={"scan": {"shape": [16, 16]},
+                                            "reduction": spec.to_dict()})  # fmt: skip
+    key = {"source": "det", "dtype": "array", "shape": [16, 32, 32], "external": "STREAM:",
+           "dtype_numpy": "<u2"}  # fmt: skip
+    desc = run.compose_descriptor(name="primary", data_keys={"det_image": key})
+    live = LiveReduction()
+    live("start", run.start_doc)
+    live("descriptor", desc.descriptor_doc)
+    ca.put("DET:HDF1:Capture", 1)
+    path = ca.get_str("DET:HDF1:FullFileName_RBV")
+    bundle = ComposeStreamResource()(mimetype="application/x-hdf5",
+                                     uri=f"file://localhost{path}", data_key="det_image",
+                                     parameters={"dataset": FRAMES_PATH})  # fmt: skip
+    live("stream_resource", bundle.stream_resource_doc)
+    ca.put("DET:cam1:Acquire", 1)
+    ca.put("SCAN:Start", 1)
+    rows = RowBatcher(16, 16)
+
+    def announce(finished=False):
+        got = rows.advance(ca.get("DET:HDF1:NumCaptured_RBV"),
+                           ca.get("DET:HDF1:DroppedFrames_RBV"), finished=finished)  # fmt: skip
+        if got:
+            datum = bundle.compose_stream_datum(indices=StreamRange(start=got[0], stop=got[1]))
+            datum["descriptor"] = desc.descriptor_doc["uid"]
+            datum["seq_nums"] = {"start": got[0] + 1, "stop": got[1] + 1}
+            live("stream_datum", datum)
+
+    while ca.get("DET:HDF1:Capture_RBV") != 0:
+        announce()
+        time.sleep(0.05)
+    announce(finished=True)
+    live("stop", run.compose_stop())
+    images = live.result["images"]
+    with h5py.File(path, "r", swmr=True) as f:
+        frames = f[FRAMES_PATH][()].astype(np.float64).reshape(256, 32, 32)
+        received = f[RECEIVED_PATH][()].reshape(-1)
+    assert np.flatnonzero(received == 0).tolist() == [5, 17, 40, 41, 42]
+    bf = images["bf"].reshape(-1)
+    assert np.flatnonzero(np.isnan(bf)).tolist() == [5, 17, 40, 41, 42]
+    keep = received == 1
+    weights = spec.masks()["bf"].astype(np.float64)
+    np.testing.assert_allclose(bf[keep], (frames[keep] * weights).sum(axis=(1, 2)), rtol=1e-6)
+    assert bf[60] > 0 and bf[100] > 0

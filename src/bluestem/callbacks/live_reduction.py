@@ -36,6 +36,8 @@ __all__ = ["LiveReduction"]
 logger = logging.getLogger(__name__)
 
 _DONE = object()
+# How long the thread waits for an announcement before reading on in the file (s).
+FOLLOW_INTERVAL = 0.02
 
 
 def _path(uri: str) -> str:
@@ -186,6 +188,13 @@ class LiveReduction(DocumentRouter):
         if self._run is None:
             return
         self._run["resources"][doc["uid"]] = doc
+        per_event = [n for (_, key), n in self._run["per_event"].items()
+                     if key == doc.get("data_key")]  # fmt: skip
+        if per_event and per_event[0] > 1:
+            # A fly raster's file (one event per scan row): the thread may follow it from
+            # its first frame, before the first row is announced.
+            self._queue.put(Block(_path(doc["uri"]), doc["parameters"]["dataset"], 0, 0, 0,
+                                  self.clock(), datum=""))  # fmt: skip
 
     def stream_datum(self, doc):
         run = self._run
@@ -250,19 +259,38 @@ class LiveReduction(DocumentRouter):
     def _work(self) -> None:
         run = self._run
         blocks = run["blocks"]
+        follow = getattr(blocks, "follow", None)
         while True:
-            block = self._queue.get()
+            try:
+                block = self._queue.get(timeout=FOLLOW_INTERVAL if follow else None)
+            except queue.Empty:
+                # Nothing announced: read on in the file while the writer fills it, so an
+                # announcement finds most of its frames already reduced.
+                if run["error"] is None:
+                    try:
+                        while follow() and self._queue.empty():
+                            pass
+                    except Exception as exc:
+                        run["error"] = exc
+                        logger.error("run %s: reading ahead failed: %s", run["start"]["uid"],
+                                     exc)  # fmt: skip
+                continue
             if block is _DONE:
                 return
             if run["error"] is not None:
                 continue  # drain: the stop document reports the first error
             try:
+                if not block.count:  # a resource to follow, not an announcement
+                    if hasattr(blocks, "watch"):
+                        blocks.watch(block)
+                    continue
                 blocks.reduce(block)
                 self.lags.append(self.clock() - block.received_at)
                 self.reduced.append((block.datum, time.time()))
             except Exception as exc:
                 run["error"] = exc
-                logger.error("run %s: reducing %s failed: %s", run["start"]["uid"], block, exc)
+                logger.error("run %s: reducing %s failed: %s", run["start"]["uid"], block,
+                             exc)  # fmt: skip
 
     def _progress(self, frames: int, latest: np.ndarray) -> None:
         self._frames += frames

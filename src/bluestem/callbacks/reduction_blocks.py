@@ -27,6 +27,8 @@ READ_FRAMES = 256
 NOT_WRITTEN_TIMEOUT = 10.0
 # Raw files kept open at once (a fly scan has one; a step scan one per frame).
 OPEN_FILES = 4
+# Reads of a chunk whose checksum fails before it counts as corrupt (see _read_received).
+TORN_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -61,21 +63,34 @@ def open_reader(path: str, dataset: str, verify: bool, threads: int = 2):
     return FrameReader(path, verify=verify, threads=threads)
 
 
-def _read_received(reader, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frames and received map of a range, waiting while the writer's flush catches up."""
-    from bluestem.frames import FramesNotWritten
+def _read_received(
+    reader, first: int, count: int, *, wait: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frames and received map of a range, waiting while the writer's flush catches up
+    (``wait=False``: raise ``FramesNotWritten`` at once).
+
+    A checksum mismatch is read again a few times first: a chunk written with a gap is
+    rewritten in place when its late frame arrives, and a read during that rewrite sees
+    half of each. A chunk that is really corrupt fails every time, and is raised.
+    """
+    from bluestem.frames import ChecksumError, FramesNotWritten
 
     deadline = time.monotonic() + NOT_WRITTEN_TIMEOUT
+    torn = 0
     while True:
         try:
             received = reader.received(first, count)
             frames = reader.read(first, count)
             return frames, received
         except FramesNotWritten:
-            if time.monotonic() > deadline:
+            if not wait or time.monotonic() > deadline:
                 raise
-            time.sleep(0.005)
-            reader.refresh()
+        except ChecksumError:
+            torn += 1
+            if torn > TORN_RETRIES:
+                raise
+        time.sleep(0.005)
+        reader.refresh()
 
 
 def _add_received(reducer, frames: np.ndarray, received: np.ndarray, position: int) -> int:
@@ -114,6 +129,11 @@ class LocalBlocks:
         self.lock = threading.Lock()  # held while the reducer changes
         self._readers: dict[str, object] = {}
         self.missing: list[tuple[Block, int, int]] = []  # (block, start, stop) not received
+        # A fly scan's file holds the whole scan in order (frame i is position i): once
+        # its first block is announced the thread may read on ahead of the announcements
+        # (follow), and ``frontier`` is how far the file has been reduced.
+        self._whole: Block | None = None
+        self.frontier = 0
 
     def _reader(self, path: str, dataset: str):
         reader = self._readers.pop(path, None)
@@ -125,22 +145,65 @@ class LocalBlocks:
         return reader
 
     def reduce(self, block: Block) -> None:
-        """Read and reduce one block, ``READ_FRAMES`` at a time."""
+        """Read and reduce one block, ``READ_FRAMES`` at a time (what :meth:`follow` has
+        reduced already is skipped)."""
         import numba
 
         # numba's thread count is per calling thread: this one only.
         numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
         reader = self._reader(block.path, block.dataset)
-        for offset in range(0, block.count, READ_FRAMES):
+        start = 0
+        if block.first == block.position:
+            self.watch(block)
+        if self._whole is not None and self._whole.path == block.path:
+            start = min(block.count, max(0, self.frontier - block.first))
+        for offset in range(start, block.count, READ_FRAMES):
             count = min(READ_FRAMES, block.count - offset)
-            frames, received = _read_received(reader, block.first + offset, count)
-            with self.lock:
-                _add_received(self.reducer, frames, received, block.position + offset)
-            for a, b in received_runs(~received):
-                self.missing.append((block, offset + a, offset + b))
-            if self.on_progress is not None and received.any():
-                last = int(np.flatnonzero(received)[-1])
-                self.on_progress(int(received.sum()), frames[last])
+            self._process(reader, block, offset, count, wait=True)
+        if self._whole is not None and self._whole.path == block.path:
+            self.frontier = max(self.frontier, block.first + block.count)
+
+    def watch(self, block: Block) -> None:
+        """Allow :meth:`follow` on ``block``'s file when it holds the whole scan in order
+        (frame i is position i: a fly raster's file). Called from the reduction thread."""
+        if self._whole is not None and self._whole.path == block.path:
+            return
+        reader = self._reader(block.path, block.dataset)
+        if reader.total == self.reducer.filled.size:
+            self._whole, self.frontier = block, 0
+
+    def follow(self) -> int:
+        """Reduce frames the writer has put in the file beyond the last announced block
+        (a fly scan's file only); returns how many were handled (0: nothing new yet)."""
+        from bluestem.frames import FramesNotWritten
+
+        whole = self._whole
+        if whole is None:
+            return 0
+        reader = self._reader(whole.path, whole.dataset)
+        count = min(READ_FRAMES, reader.total - self.frontier)
+        if count <= 0:
+            return 0
+        reader.refresh()
+        try:
+            self._process(reader, whole, self.frontier - whole.first, count, wait=False)
+        except FramesNotWritten as exc:
+            if exc.available <= 0:
+                return 0
+            count = exc.available
+            self._process(reader, whole, self.frontier - whole.first, count, wait=False)
+        self.frontier += count
+        return count
+
+    def _process(self, reader, block: Block, offset: int, count: int, *, wait: bool) -> None:
+        frames, received = _read_received(reader, block.first + offset, count, wait=wait)
+        with self.lock:
+            _add_received(self.reducer, frames, received, block.position + offset)
+        for a, b in received_runs(~received):
+            self.missing.append((block, offset + a, offset + b))
+        if self.on_progress is not None and received.any():
+            last = int(np.flatnonzero(received)[-1])
+            self.on_progress(int(received.sum()), frames[last])
 
     def reduce_late(self) -> int:
         """Frames missing when their block was read but received since (late frames)."""
