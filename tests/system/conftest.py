@@ -69,3 +69,19 @@ def sim(sim_factory):
 @pytest.fixture
 def ca(sim) -> CA:
     return sim[1]
+
+
+@pytest.fixture(scope="module")
+def server(sim, tmp_path_factory):
+    """A real ``bluestem serve`` whose readable storage is the shared IOC's data dir."""
+    import secrets
+
+    from bluestem.catalog import start_server
+
+    _ioc, _ca, data = sim
+    handle = start_server(
+        tmp_path_factory.mktemp("catalog"), api_key=secrets.token_hex(16), raw_dirs=[data]
+    )
+    yield handle
+    handle.stop()
+    assert not handle.alive()

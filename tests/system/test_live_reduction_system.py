@@ -10,7 +10,6 @@ input to the plan and to the command must be refused by name with nothing writte
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -24,18 +23,6 @@ pytestmark = pytest.mark.system
 FRAME = 64
 SHAPE = (16, 16)
 CLI = [sys.executable, "-c", "import sys; from bluestem.cli import main; sys.exit(main())"]
-
-
-@pytest.fixture(scope="module")
-def server(sim, tmp_path_factory):
-    from bluestem.catalog import start_server
-
-    _ioc, _ca, data = sim
-    handle = start_server(
-        tmp_path_factory.mktemp("catalog"), api_key=secrets.token_hex(16), raw_dirs=[data]
-    )
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture(scope="module")

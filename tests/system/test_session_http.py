@@ -7,7 +7,6 @@ readable storage is the IOC's data directory.
 from __future__ import annotations
 
 import os
-import secrets
 
 import h5py
 import numpy as np
@@ -19,19 +18,6 @@ pytestmark = pytest.mark.system
 
 FRAME = 64
 SHAPE = (16, 16)
-
-
-@pytest.fixture(scope="module")
-def server(sim, tmp_path_factory):
-    from bluestem.catalog import start_server
-
-    _ioc, _ca, data = sim
-    handle = start_server(
-        tmp_path_factory.mktemp("catalog"), api_key=secrets.token_hex(16), raw_dirs=[data]
-    )
-    yield handle
-    handle.stop()
-    assert not handle.alive()
 
 
 @pytest.fixture(scope="module")

@@ -240,15 +240,7 @@ class LiveReduction(DocumentRouter):
         finally:
             blocks.close()
         self.result = {"images": images, "dpc": dpc}
-        ny, nx = run["shape"]
-        self._last = {
-            "images": images,
-            "latest": self._latest,
-            "masks": run["spec"].masks(),
-            "uid": run["start"]["uid"],
-            "frames": self._frames,
-            "total": ny * nx,
-        }
+        self._last = self._view(run, images)
         docs = derived_run_documents(run["start"], run["spec"], images, dpc=dpc, mode=self.mode)
         self.derived_uid = docs[0][1]["uid"]
         for name, document in docs:
@@ -322,6 +314,9 @@ class LiveReduction(DocumentRouter):
             with blocks.lock:  # a copy; the DPC work happens outside the lock
                 images = blocks.reducer.images()
             images, _ = add_dpc(images, run["spec"], step=_step(run["start"]))
+        return self._view(run, images)
+
+    def _view(self, run: dict, images: dict) -> dict:
         ny, nx = run["shape"]
         return {
             "images": images,
