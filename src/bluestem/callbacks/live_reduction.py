@@ -311,8 +311,7 @@ class LiveReduction(DocumentRouter):
         blocks = run["blocks"]
         images = {}
         if isinstance(blocks, LocalBlocks):
-            with blocks.lock:  # a copy; the DPC work happens outside the lock
-                images = blocks.reducer.images()
+            images = blocks.reducer.images()  # a copy, under the reducer's own lock
             images, _ = add_dpc(images, run["spec"], step=_step(run["start"]))
         return self._view(run, images)
 

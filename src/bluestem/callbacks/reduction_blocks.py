@@ -11,7 +11,6 @@ in, so both give bitwise identical images.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 
@@ -126,7 +125,6 @@ class LocalBlocks:
         self.verify = verify
         self.on_progress = on_progress
         self.threads = int(threads)
-        self.lock = threading.Lock()  # held while the reducer changes
         self._readers: dict[str, object] = {}
         self.missing: list[tuple[Block, int, int]] = []  # (block, start, stop) not received
         # A fly scan's file holds the whole scan in order (frame i is position i): once
@@ -197,8 +195,7 @@ class LocalBlocks:
 
     def _process(self, reader, block: Block, offset: int, count: int, *, wait: bool) -> None:
         frames, received = _read_received(reader, block.first + offset, count, wait=wait)
-        with self.lock:
-            _add_received(self.reducer, frames, received, block.position + offset)
+        _add_received(self.reducer, frames, received, block.position + offset)
         for a, b in received_runs(~received):
             self.missing.append((block, offset + a, offset + b))
         if self.on_progress is not None and received.any():
@@ -212,8 +209,7 @@ class LocalBlocks:
             reader = self._reader(block.path, block.dataset)
             reader.refresh()
             frames, received = _read_received(reader, block.first + a, b - a)
-            with self.lock:
-                done += _add_received(self.reducer, frames, received, block.position + a)
+            done += _add_received(self.reducer, frames, received, block.position + a)
             still.extend((block, a + s, a + e) for s, e in received_runs(~received))
         self.missing = still
         return done
@@ -272,7 +268,6 @@ class DaskBlocks:
         self.scan_shape = tuple(scan_shape)
         self.task_frames = int(task_frames)
         self.verify = verify
-        self.lock = threading.Lock()
         self._futures: list = []
 
     def reduce(self, block: Block) -> None:
