@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import h5py
 import hdf5plugin  # noqa: F401  (bitshuffle for h5py's own reads of compressed files)
 import numpy as np
 import pytest
+from corrupt import flip_in_chunk
 
 from bluestem.frames import FRAMES_PATH, FrameReader, FrameWriter
 from bluestem.frames.reader import ChecksumError, FramesNotWritten
@@ -44,20 +44,6 @@ def write(path, *, scan=SCAN, dtype=np.uint16, compression=None, chunk_frames=3,
 def h5py_frames(path):
     with h5py.File(path, "r", libver="latest", swmr=True) as f:
         return f[FRAMES_PATH][...].reshape(-1, *FRAME)
-
-
-def flip(path, offset, where):
-    """Flip one bit of the stored chunk at ``offset``: ``where`` bytes into it (negative:
-    from its end), the way tests/unit/test_frames_verify.py corrupts a file."""
-    with h5py.File(path, "r") as f:
-        info = f[FRAMES_PATH].id.get_chunk_info_by_coord(offset)
-    position = info.byte_offset + (where if where >= 0 else info.size + where)
-    os.chmod(path, 0o644)  # the writer left it read-only
-    with open(path, "r+b") as fh:
-        fh.seek(position)
-        byte = fh.read(1)[0]
-        fh.seek(position)
-        fh.write(bytes([byte ^ 0x10]))
 
 
 SPANS = [(0, 21), (0, 1), (2, 1), (6, 1), (0, 7), (7, 7), (14, 7), (1, 5), (5, 3), (6, 9), (4, 17)]
@@ -119,7 +105,7 @@ def test_a_flipped_data_byte_raises_naming_chunk_and_both_checksums(tmp_path, th
     write(path)
     with FrameReader(path) as r:
         clean = r.read(0, 21)
-    flip(path, offset, 7)
+    flip_in_chunk(path, offset, 7)
     with FrameReader(path, threads=threads) as r:
         with pytest.raises(ChecksumError) as info:
             r.read(0, 21)
@@ -143,7 +129,7 @@ def test_a_flipped_data_byte_raises_naming_chunk_and_both_checksums(tmp_path, th
 def test_a_flipped_checksum_byte_is_caught(tmp_path):
     path = tmp_path / "flipsum.h5"
     write(path)
-    flip(path, (0, 0, 0, 0), -2)  # inside the 4 stored checksum bytes
+    flip_in_chunk(path, (0, 0, 0, 0), -2)  # inside the 4 stored checksum bytes
     with FrameReader(path) as r, pytest.raises(ChecksumError, match=r"\(0, 0, 0, 0\)"):
         r.read(0, 1)
 
@@ -153,7 +139,7 @@ def test_a_flipped_byte_in_a_compressed_chunk_is_named(tmp_path):
     write(path, compression="bitshuffle-lz4")
     with h5py.File(path, "r") as f:
         size = f[FRAMES_PATH].id.get_chunk_info_by_coord((2, 3, 0, 0)).size
-    flip(path, (2, 3, 0, 0), size // 2)
+    flip_in_chunk(path, (2, 3, 0, 0), size // 2)
     with FrameReader(path) as r:
         with pytest.raises(ChecksumError) as info:
             r.read(10, 11)

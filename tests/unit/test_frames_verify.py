@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import h5py
 import numpy as np
 import pytest
+from corrupt import chunk_location, flip
 
 from bluestem.frames import FRAMES_PATH, FrameWriter, verify_file
 
@@ -29,22 +28,6 @@ def write(path, compression=None, skip=()):
             if i not in skip:
                 w.submit(i, data[i : i + 1])
     return data
-
-
-def chunk_location(path, offset):
-    with h5py.File(path, "r") as f:
-        dsid = f[FRAMES_PATH].id
-        info = dsid.get_chunk_info_by_coord(offset)
-        return info.byte_offset, info.size
-
-
-def flip(path, position):
-    os.chmod(path, 0o644)  # the writer left it read-only
-    with open(path, "r+b") as fh:
-        fh.seek(position)
-        byte = fh.read(1)[0]
-        fh.seek(position)
-        fh.write(bytes([byte ^ 0x10]))
 
 
 @pytest.mark.parametrize("compression", [None, "bitshuffle-lz4"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import event_model
 import numpy as np
 import pytest
+from corrupt import flip_in_chunk
 from event_model import ComposeStreamResource, StreamRange
 
 from bluestem.callbacks import LiveReduction
@@ -169,17 +170,9 @@ def test_a_run_without_a_spec_is_left_alone_and_a_bad_spec_is_refused(tmp_path, 
 
 
 def test_a_corrupt_chunk_fails_the_reduction_and_emits_no_derived_run(tmp_path, spec, caplog):
-    import h5py
-
     path = str(tmp_path / "raw.h5")
     write_raw(path)
-    with h5py.File(path, "r") as f:
-        offset = f[FRAMES_PATH].id.get_chunk_info_by_coord((2, 0, 0, 0)).byte_offset
-    with open(path, "r+b") as raw:
-        raw.seek(offset + 100)
-        byte = raw.read(1)
-        raw.seek(offset + 100)
-        raw.write(bytes([byte[0] ^ 0xFF]))
+    flip_in_chunk(path, (2, 0, 0, 0), 100)
     live, out = replay(documents(path, spec, [(0, 6)]))
     assert out == [] and live.derived_uid is None
     assert "corrupt chunk" in caplog.text and "no derived run" in caplog.text
