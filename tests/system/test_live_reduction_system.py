@@ -93,6 +93,8 @@ def test_the_derived_run_is_in_the_catalogue_and_equals_numpy(session, server, l
     from bluestem.reduce import ReductionSpec
 
     live = session.live
+    # Every frame reached the live images while the scan ran, none only at the stop.
+    assert live.snapshot()["frames"] == SHAPE[0] * SHAPE[1]
     derived = derived_runs(server, live_run)
     assert list(derived) == [live.derived_uid]
     run = derived[live.derived_uid]

@@ -28,6 +28,9 @@ NOT_WRITTEN_TIMEOUT = 10.0
 OPEN_FILES = 4
 # Reads of a chunk whose checksum fails before it counts as corrupt (see _read_received).
 TORN_RETRIES = 5
+# How long an announced frame the received map does not show yet is waited for: longer
+# than the writer's flush interval (0.5 s), so only dropped and late frames exceed it.
+RECEIVED_GRACE = 0.6
 
 
 @dataclass(frozen=True)
@@ -68,19 +71,26 @@ def _read_received(
     """Frames and received map of a range, waiting while the writer's flush catches up
     (``wait=False``: raise ``FramesNotWritten`` at once).
 
+    With ``wait``, frames the ``received`` map does not show yet are read again for up to
+    ``RECEIVED_GRACE``: the writer counts a frame as written (NumCaptured_RBV) before its
+    flush makes the map visible to this reader. Frames still not received after that are
+    dropped or late, and returned as such.
+
     A checksum mismatch is read again a few times first: a chunk written with a gap is
     rewritten in place when its late frame arrives, and a read during that rewrite sees
     half of each. A chunk that is really corrupt fails every time, and is raised.
     """
     from bluestem.frames import ChecksumError, FramesNotWritten
 
-    deadline = time.monotonic() + NOT_WRITTEN_TIMEOUT
+    now = time.monotonic()
+    deadline, grace = now + NOT_WRITTEN_TIMEOUT, now + RECEIVED_GRACE
     torn = 0
     while True:
         try:
             received = reader.received(first, count)
             frames = reader.read(first, count)
-            return frames, received
+            if not wait or received.all() or time.monotonic() > grace:
+                return frames, received
         except FramesNotWritten:
             if not wait or time.monotonic() > deadline:
                 raise
@@ -183,6 +193,12 @@ class LocalBlocks:
         if count <= 0:
             return 0
         reader.refresh()
+        # Only as far as the received map goes without a gap: a frame not shown yet may be
+        # unflushed, dropped or late, which only its announcement can tell apart.
+        received = reader.received(self.frontier, count)
+        count = count if received.all() else int(np.argmin(received))
+        if count == 0:
+            return 0
         try:
             self._process(reader, whole, self.frontier - whole.first, count, wait=False)
         except FramesNotWritten as exc:
