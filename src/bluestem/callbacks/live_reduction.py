@@ -23,6 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,15 @@ __all__ = ["LiveReduction"]
 logger = logging.getLogger(__name__)
 
 _DONE = object()
+
+
+@dataclass(frozen=True)
+class _Watch:
+    """Queued at a fly raster's StreamResource: follow this file from its first frame."""
+
+    block: Block
+
+
 # How long the thread waits for an announcement before reading on in the file (s).
 FOLLOW_INTERVAL = 0.02
 
@@ -45,6 +55,12 @@ def _path(uri: str) -> str:
     if uri.startswith(prefix):
         return uri[len(prefix) :]
     return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def _reducer(spec, shape):
+    from bluestem.reduce import Reducer  # numba loads when a run is reduced, not at import
+
+    return Reducer(spec, shape)
 
 
 def _step(start: dict) -> tuple[float, float]:
@@ -105,9 +121,7 @@ class LiveReduction(DocumentRouter):
         self.sinks = list(sinks)
         self.spec_override = spec
         self.blocks_factory = blocks or (
-            lambda spec, shape: LocalBlocks(
-                self._new_reducer(spec, shape), verify=verify, threads=threads
-            )
+            lambda spec, shape: LocalBlocks(_reducer(spec, shape), verify=verify, threads=threads)
         )
         self.mode = mode
         self.timeout = float(timeout)
@@ -122,12 +136,6 @@ class LiveReduction(DocumentRouter):
         self._latest: np.ndarray | None = None
         self._frames = 0
         self._last: dict | None = None  # the finished run, for snapshot()
-
-    @staticmethod
-    def _new_reducer(spec, shape):
-        from bluestem.reduce import Reducer
-
-        return Reducer(spec, shape)
 
     # -- documents (RunEngine thread) -------------------------------------------------
     def start(self, doc):
@@ -193,8 +201,8 @@ class LiveReduction(DocumentRouter):
         if per_event and per_event[0] > 1:
             # A fly raster's file (one event per scan row): the thread may follow it from
             # its first frame, before the first row is announced.
-            self._queue.put(Block(_path(doc["uri"]), doc["parameters"]["dataset"], 0, 0, 0,
-                                  self.clock(), datum=""))  # fmt: skip
+            self._queue.put(_Watch(Block(_path(doc["uri"]), doc["parameters"]["dataset"],
+                                         first=0, count=0, position=0)))  # fmt: skip
 
     def stream_datum(self, doc):
         run = self._run
@@ -272,9 +280,9 @@ class LiveReduction(DocumentRouter):
             if run["error"] is not None:
                 continue  # drain: the stop document reports the first error
             try:
-                if not block.count:  # a resource to follow, not an announcement
+                if isinstance(block, _Watch):  # a file to follow, not an announcement
                     if hasattr(blocks, "watch"):
-                        blocks.watch(block)
+                        blocks.watch(block.block)
                     continue
                 blocks.reduce(block)
                 self.lags.append(self.clock() - block.received_at)
