@@ -387,8 +387,12 @@ class FrameWriter:
                 self._flush()
 
     def _flush(self) -> None:
-        self._received_ds[...] = self._received
+        # Frames first, so that the map never claims a frame whose chunk or index entry
+        # is not on disk: direct chunk writes reach the file at once but their index
+        # entries wait in the metadata cache, while the map's chunk may be written
+        # through any time (always, once it outgrows the chunk cache).
         self._frames.flush()
+        self._received_ds[...] = self._received
         self._received_ds.flush()
         self._dirty = False
         self._last_flush = time.monotonic()
