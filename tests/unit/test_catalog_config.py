@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 from tiled.config import Config, parse_configs
 
-from bluestem.catalog.config import JSON_SEQ_EXPORTER, server_config
+from bluestem.catalog.config import (
+    JSON_SEQ_EXPORTER,
+    api_key_problem,
+    catalog_uri_problem,
+    server_config,
+)
 from bluestem.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +50,55 @@ def test_config_postgres_uri_passes_through(tmp_path):
 def test_config_requires_a_usable_key(tmp_path, key):
     with pytest.raises(ValueError, match="api_key"):
         server_config(tmp_path, api_key=key)
+
+
+@pytest.mark.parametrize("key", ["with-hyphen", "under_score", "k\u00e9", "tab\tkey", "a.b"])
+def test_key_tiled_would_refuse_is_refused_naming_the_rule(tmp_path, key):
+    with pytest.raises(ValueError, match="ASCII letters and digits only, A-Z a-z 0-9") as err:
+        server_config(tmp_path / "cat", api_key=key)
+    assert key not in str(err.value)  # names the bad characters, never the secret
+    assert not (tmp_path / "cat").exists()  # refused before anything is created
+
+
+def test_key_rule_is_tiled_startup_check_on_ascii():
+    # Tiled 0.2.20 refuses the key at startup unless key.isalnum(); on ASCII the rule
+    # here must agree character for character (beyond ASCII it is stricter: such keys
+    # cannot travel in an HTTP header).
+    for code in range(32, 127):
+        key = f"ab{chr(code)}9"
+        assert (api_key_problem(key) is None) == key.isalnum(), repr(key)
+    assert api_key_problem("0123456789abcdefABCDEF") is None
+
+
+@pytest.mark.parametrize(
+    ("uri", "why"),
+    [
+        ("mysql://db/cat", "unsupported scheme 'mysql'"),
+        ("sqlite+pysqlite:////tmp/c.db", "unsupported scheme 'sqlite+pysqlite'"),
+        ("/srv/cat/catalog.db", "has no scheme"),
+        ("sqlite:///:memory:", "names no database file"),
+        ("sqlite:////no/such/dir/catalog.db", "'/no/such/dir', which is not an existing"),
+    ],
+)
+def test_catalog_uri_tiled_cannot_open_is_refused(tmp_path, uri, why):
+    assert why in catalog_uri_problem(uri)
+    with pytest.raises(ValueError, match="catalog_uri"):
+        server_config(tmp_path / "cat", api_key="k", catalog_uri=uri)
+    assert not (tmp_path / "cat").exists()
+
+
+def test_catalog_uri_message_hides_the_password(tmp_path):
+    with pytest.raises(ValueError) as err:
+        server_config(tmp_path, api_key="k", catalog_uri="mysql://ada:hunter2@db/cat")
+    assert "hunter2" not in str(err.value)
+    assert "ada:***@db" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "uri", ["sqlite:///cat.db", "sqlite+aiosqlite:////tmp/cat.db", "postgresql://u:p@h/db"]
+)
+def test_catalog_uri_tiled_opens_is_accepted(uri):
+    assert catalog_uri_problem(uri) is None
 
 
 def test_missing_raw_dir_is_named(tmp_path):
