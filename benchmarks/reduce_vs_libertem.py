@@ -83,7 +83,7 @@ def libertem_worker(args) -> None:
 
 
 def default_libertem_python() -> str | None:
-    probe = subprocess.run([sys.executable, "-c", "import libertem"], capture_output=True)
+    probe = subprocess.run([sys.executable, "-P", "-c", "import libertem"], capture_output=True)
     return sys.executable if probe.returncode == 0 else None
 
 

@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 # `python -c` rather than the console script: works from any virtualenv without PATH.
+# Run it as `python -P -c`: plain `-c` puts the working directory first on sys.path, and
+# a `bluestem/` folder there (the one holding a clone) becomes a namespace package that
+# wins over the editable install.
 BLUESTEM_COMMAND = "import sys; from bluestem.cli import main; sys.exit(main())"
 
 
@@ -143,7 +146,7 @@ def start_ioc(
     prefix = prefix or f"bst{uuid.uuid4().hex[:8]}:"
     ca_env = dict(env) if env is not None else ca_environment()
     full_env = {**os.environ, **ca_env}
-    cmd = [sys.executable, "-c", BLUESTEM_COMMAND, "ioc", name, "--prefix", prefix, *args]
+    cmd = [sys.executable, "-P", "-c", BLUESTEM_COMMAND, "ioc", name, "--prefix", prefix, *args]
     if "--interfaces" not in args:
         cmd += ["--interfaces", "127.0.0.1"]
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
@@ -178,7 +181,7 @@ def _wait_ready(handle: IocProcess, pv: str, timeout: float) -> None:
             )
         # No pipes: a CA helper process inheriting them would keep run() waiting.
         result = subprocess.run(
-            [sys.executable, "-c", probe],
+            [sys.executable, "-P", "-c", probe],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

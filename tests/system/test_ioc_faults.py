@@ -62,7 +62,7 @@ def test_bad_command_line_is_refused(sim_factory):
         (["--specimen", "cheese"], "cheese"),
     ):
         result = subprocess.run(
-            [sys.executable, "-c", launch, "ioc", "sim", "--prefix", "X:", *args],
+            [sys.executable, "-P", "-c", launch, "ioc", "sim", "--prefix", "X:", *args],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert result.returncode == 2

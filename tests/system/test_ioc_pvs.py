@@ -18,7 +18,7 @@ BIN = Path(sys.executable).parent
 
 def list_pvs(prefix: str) -> list[list[str]]:
     out = subprocess.run(
-        [sys.executable, "-c", "import sys; from bluestem.cli import main; sys.exit(main())",
+        [sys.executable, "-P", "-c", "import sys; from bluestem.cli import main; sys.exit(main())",
          "ioc", "sim", "--prefix", prefix, "--list-pvs"],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip

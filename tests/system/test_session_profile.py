@@ -48,7 +48,7 @@ def _check(result: subprocess.CompletedProcess) -> None:
 
 def test_startup_file_builds_the_session_from_sim_yml(sim, tmp_path):
     code = f"import runpy; globals().update(runpy.run_path({str(STARTUP)!r})); {PROBE}"
-    result = subprocess.run([sys.executable, "-c", code], env=_env(sim, tmp_path),
+    result = subprocess.run([sys.executable, "-P", "-c", code], env=_env(sim, tmp_path),
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     _check(result)
 
@@ -66,7 +66,8 @@ def test_bluestem_shell_runs_the_profile(sim, tmp_path):
             repr(str(ROOT / "profiles" / "sim.yml")),
         )
     )
-    cmd = [sys.executable, "-c", "import sys; from bluestem.cli import main; sys.exit(main())",
+    cmd = [sys.executable, "-P", "-c",
+           "import sys; from bluestem.cli import main; sys.exit(main())",
            "shell", "--config", str(config), "--profile-dir", str(profile), "--", "--no-banner",
            "--HistoryManager.hist_file=:memory:", "-c", PROBE]  # fmt: skip
     env = {**_env(sim, tmp_path), "IPYTHONDIR": str(tmp_path / "ipython")}

@@ -1,9 +1,10 @@
 """The ``bluestem`` console command.
 
-Each subcommand lives in its own module of this package exposing ``add_parser(subparsers)``, which
-registers the subcommand and sets ``func`` (called with the parsed arguments, returning
-the exit code). Subcommand modules import their heavy dependencies inside ``func`` so that
-``bluestem --help`` stays fast.
+Each subcommand lives in its own public module of this package exposing
+``add_parser(subparsers)``, which registers the subcommand and sets ``func`` (called with
+the parsed arguments, returning the exit code); private modules (``_name``) hold helpers
+shared by subcommands. Subcommand modules import their heavy dependencies inside
+``func`` so that ``bluestem --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bluestem {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    # Every module of this package is a subcommand; discovering them keeps this file
-    # untouched when a subcommand is added.
+    # Every public module of this package is a subcommand; discovering them keeps this
+    # file untouched when a subcommand is added.  Private modules (_name) are helpers
+    # shared by subcommands.
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         module.add_parser(subparsers)
     return parser

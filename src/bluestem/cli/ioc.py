@@ -8,6 +8,7 @@ import os
 __all__ = ["add_parser", "run"]
 
 SWITCH_INTERVAL = 5e-4  # s
+COMMAND = "bluestem ioc sim"
 
 
 def add_parser(subparsers) -> None:
@@ -22,7 +23,9 @@ def add_parser(subparsers) -> None:
     )
     sim.add_argument("--prefix", required=True, help="PV prefix, e.g. 'BST:'")
     sim.add_argument(
-        "--data-dir", default=None, help="default HDF1:FilePath (default: current directory)"
+        "--data-dir",
+        default=None,
+        help="initial DET:HDF1:FilePath, created if missing (default: current directory)",
     )
     sim.add_argument("--specimen", default="srtio3", help="twin specimen (default: srtio3)")
     sim.add_argument("--list-pvs", action="store_true", help="print every PV and exit")
@@ -70,12 +73,10 @@ def list_pvs(group) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the IOC until interrupted; returns the exit code."""
-    import signal
+    """Run the IOC until SIGTERM or SIGINT; returns the exit code (2: refused to start)."""
     import sys
 
-    from caproto.server import run as serve
-
+    from bluestem.cli import _ioc_serve
     from bluestem.ioc.instrument import Instrument, InstrumentConfig
     from bluestem.ioc.microscope import Microscope
 
@@ -99,8 +100,18 @@ def run(args: argparse.Namespace) -> int:
         if args.specimen not in SPECIMENS:
             print(f"--specimen: {args.specimen!r} unknown (allowed: {sorted(SPECIMENS)})")
             return 2
+    data_dir = os.path.abspath(args.data_dir or os.getcwd())
+    if not args.list_pvs:
+        try:
+            _ioc_serve.prepare_data_dir(data_dir)
+        except ValueError as exc:
+            if args.data_dir is not None:
+                print(f"{COMMAND}: --data-dir {exc}; nothing served", file=sys.stderr)
+                return 2
+            # The default (where the IOC was started) is only a starting FilePath.
+            print(f"{COMMAND}: warning: data directory {exc}", file=sys.stderr)
     config = InstrumentConfig(
-        data_dir=os.path.abspath(args.data_dir or os.getcwd()),
+        data_dir=data_dir,
         specimen=args.specimen,
         faults=args.faults,
         stuck=stuck,
@@ -112,19 +123,40 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(list_pvs(ioc)))
         return 0
 
+    # Two servers of one prefix on one network both answer, and a client silently gets
+    # whichever replies first: refuse to be the second.
+    probe = ioc.status.pvname
+    try:
+        other = _ioc_serve.find_server(probe)
+    except OSError as exc:
+        # An unreachable address in EPICS_CA_ADDR_LIST must not keep the IOC down.
+        print(f"{COMMAND}: warning: duplicate-prefix search failed: {exc}", file=sys.stderr)
+        other = None
+    if other is not None:
+        print(
+            f"{COMMAND}: prefix {args.prefix!r} is already served by {other[0]}:{other[1]} "
+            f"(it answered a search for {probe}); nothing served. Stop that IOC or choose "
+            "another --prefix.",
+            file=sys.stderr,
+        )
+        return 2
+
     # The frame path runs in threads that hold the GIL in short bursts (h5py, numpy); a
     # short switch interval lets the asyncio thread answer puts within a few ms while
     # they run (the default 5 ms interval, paid several times per put, gave ~20 ms).
     sys.setswitchinterval(SWITCH_INTERVAL)
 
-    def terminate(signum, frame):
-        os.kill(os.getpid(), signal.SIGINT)
+    def banner(interfaces: list[str], ca_port: int, tcp_port: int) -> str:
+        return (
+            f"{COMMAND}: serving {len(ioc.pvdb)} PVs with prefix {args.prefix} on "
+            f"{', '.join(interfaces)} (CA server port {ca_port}, TCP port {tcp_port}); "
+            f"data directory {data_dir}; ready"
+        )
 
-    # SIGTERM takes the SIGINT path, which asyncio turns into a clean exit of caproto's
-    # run(), so a terminated IOC still closes its file read-only.
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        serve(ioc.pvdb, interfaces=args.interfaces)
-    finally:
-        ioc.shutdown()
-    return 0
+    return _ioc_serve.serve(
+        ioc.pvdb,
+        name=COMMAND,
+        interfaces=args.interfaces,
+        banner=banner,
+        shutdown=ioc.shutdown,
+    )
