@@ -18,6 +18,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import DeviceStatus
 
+from .put_errors import put_checked
 from .text import TextSignal, TextSignalRO
 from .threaded import status_of_thread
 
@@ -130,13 +131,14 @@ class VerifiedSetting(Device):
     def set(self, value: Any, **kwargs) -> DeviceStatus:
         """Write ``value``, wait for put completion, then verify the readback.
 
-        The returned status fails with the IOC's refusal (a put error) or with
-        :class:`ReadbackMismatch`.
+        The returned status fails at once with the IOC's refusal
+        (:class:`~bluestem.devices.put_errors.PutRefused`, naming the PV and the IOC's
+        reason) or with :class:`ReadbackMismatch`.
         """
         request = self._normalise(value)
 
         def work():
-            self.setpoint.put(request, wait=True, timeout=self.verify_timeout + 5.0)
+            put_checked(self.setpoint, request, timeout=self.verify_timeout + 5.0)
             self.verify(request)
 
         return status_of_thread(self, work, "verify")

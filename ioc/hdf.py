@@ -33,7 +33,8 @@ def format_file_name(template: str, path: str, name: str, number: int) -> str:
 class HDFWriter(SettingsGroup):
     """Where and how frames are written (prefix ``DET:HDF1:``).
 
-    PVs (settings with ``_RBV``): FilePath (an existing writable directory), FileName,
+    PVs (settings with ``_RBV``): FilePath (an existing writable directory), FileName (a
+    name stem without ``/``),
     FileTemplate (default ``%s%s_%6.6d.h5``), FileNumber, AutoIncrement (No/Yes),
     NumCapture (frames of an internally triggered file), Compression
     (None/bitshuffle-lz4); Capture (1 opens the file, 0 closes it; Capture_RBV);
@@ -103,6 +104,13 @@ class HDFWriter(SettingsGroup):
                 await self.file_path_exists.write(0)
                 raise
             await self.file_path_exists.write(1)
+        elif spec.name == "FileName":
+            if not value or "/" in value or "\0" in value or value in (".", ".."):
+                raise InvalidSetting(
+                    self.pv("FileName").pvname,
+                    f"{value!r} is not a file name stem (allowed: a non-empty name without "
+                    "'/': the directory is FilePath)",
+                )
         elif spec.name == "FileTemplate":
             format_file_name(value, "", "", 0)
         await super().setting_changed(spec, value)
