@@ -7,6 +7,7 @@ of completed scan rows), so every consumer reads the same file.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -20,10 +21,13 @@ from ophyd import Device, Kind, Signal
 from ophyd.status import DeviceStatus, Status
 
 from .areadetector import DetectorCam, HDF5Writer
+from .put_errors import put_checked
 from .stream import RowBatcher
 from .threaded import status_of_thread
 
 __all__ = ["AcquisitionError", "PixelatedDetector"]
+
+logger = logging.getLogger(__name__)
 
 MIMETYPE = "application/x-hdf5"
 POLL = 0.05  # s between counter polls while waiting for the IOC
@@ -141,7 +145,7 @@ class PixelatedDetector(Device):
     # -- fly mode ----------------------------------------------------------------------
     def _open_file(self) -> str:
         """Capture=1 (the IOC refuses an existing file), return the file's path."""
-        self.hdf.capture.put(1, wait=True, timeout=self.timeout)
+        put_checked(self.hdf.capture, 1, timeout=self.timeout)
         _wait_for(lambda: self.hdf.capture_rbv.get(use_monitor=False) == 1, self.timeout,
                   f"{self.hdf.capture_rbv.pvname} not 1")  # fmt: skip
         return str(self.hdf.full_file_name.get(use_monitor=False))
@@ -153,11 +157,25 @@ class PixelatedDetector(Device):
         def work():
             self._file = self._open_file()
             self._batcher = RowBatcher(ny, nx)
-            self.cam.acquire.put(1, wait=True, timeout=self.timeout)
+            put_checked(self.cam.acquire, 1, timeout=self.timeout)
             _wait_for(lambda: self.cam.acquire_rbv.get(use_monitor=False) == 1,
                       self.timeout, f"{self.cam.acquire_rbv.pvname} not 1")  # fmt: skip
 
         return status_of_thread(self, work, "kickoff")
+
+    def _counter(self, signal) -> int:
+        """A counter of the IOC's, or :class:`AcquisitionError` naming this detector when
+        the IOC went away (whichever of complete() and collect() notices first)."""
+        try:
+            return int(signal.get(use_monitor=False))
+        except Exception as exc:
+            raise AcquisitionError(
+                f"{self.name}: lost the detector IOC ({signal.pvname}: "
+                f"{type(exc).__name__}: {exc}) while capturing to {self._file or '?'}"
+            ) from exc
+
+    def _capturing(self) -> bool:
+        return self._counter(self.hdf.capture_rbv) != 0
 
     def _check_writer(self) -> None:
         if self.hdf.write_status.get(use_monitor=False) == "Write error":
@@ -182,7 +200,7 @@ class PixelatedDetector(Device):
 
             token = self.hdf.capture_rbv.subscribe(watch, run=False)
             try:
-                while self.hdf.capture_rbv.get(use_monitor=False) != 0:
+                while self._capturing():
                     self._check_writer()
                     closed.wait(POLL)
             finally:
@@ -245,8 +263,8 @@ class PixelatedDetector(Device):
             self._bundle = self._resource(self._file)
             yield "stream_resource", self._bundle.stream_resource_doc
         rows = self._batcher.advance(
-            int(self.hdf.num_captured.get(use_monitor=False)),
-            int(self.hdf.dropped_frames.get(use_monitor=False)),
+            self._counter(self.hdf.num_captured),
+            self._counter(self.hdf.dropped_frames),
             finished=self._finished,
         )
         if index is not None and rows is not None:
@@ -270,11 +288,15 @@ class PixelatedDetector(Device):
         """One internally triggered frame into its own file; done when the file is
         closed."""
 
+        # Documents of a frame whose event a pause abandoned (the RunEngine re-does the
+        # step from its checkpoint) are never announced: that file is not in the run.
+        self._pending.clear()
+
         def work():
             k = self._step_count
             self.hdf.file_name.set(f"{self._stem}-{k:06d}").wait(self.timeout)
             path = self._open_file()
-            self.cam.acquire.put(1, wait=True, timeout=self.timeout)
+            put_checked(self.cam.acquire, 1, timeout=self.timeout)
             _wait_for(lambda: self.hdf.capture_rbv.get(use_monitor=False) == 0,
                       self.timeout, f"{self.name}: frame {k} not written")  # fmt: skip
             self._check_writer()
@@ -293,8 +315,17 @@ class PixelatedDetector(Device):
         return {**super().describe(), self.image_key: self._datum_key([ky, kx])}
 
     def stop(self, *, success: bool = False) -> None:
-        """On pause/abort: stop acquiring; the IOC closes the file keeping what was
-        written."""
-        if self.connected and self.cam.acquire_rbv.get() == 1:
-            self.cam.acquire.put(0)
+        """End an acquisition (a plan's abort/stop, or unstage): the IOC closes the file,
+        keeping every frame already taken. Reports, never raises: it runs while a run is
+        being ended and must not hide the error that ended it."""
+        try:
+            if self.connected and self.cam.acquire_rbv.get(use_monitor=False) == 1:
+                put_checked(self.cam.acquire, 0, timeout=5.0)
+        except Exception as exc:
+            logger.error("%s: could not stop the acquisition: %s", self.name, exc)
         super().stop(success=success)
+
+    def unstage(self) -> list:
+        """Stop an acquisition the plan left running (also after a halt), then unstage."""
+        self.stop()
+        return super().unstage()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 
+from .put_errors import CheckedSignal, put_checked
 from .text import TextSignalRO
 from .verified import VerifiedEnum, VerifiedSetting
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ScanGenerator"]
 
@@ -24,6 +29,12 @@ class ScanGenerator(Device):
 
     Writing a shape keeps the step (the field of view follows); writing a field of view
     sets the step. Set the shape first.
+
+    Pause and resume (the RunEngine calls :meth:`pause` / :meth:`resume` on every device a
+    plan staged): the scan holds at its next row boundary with the detector armed and the
+    file open (``SCAN:Pause``), and goes on with the next row. :meth:`stop` ends a running
+    or held scan (pause/abort of a plan, and :meth:`unstage`, which the RunEngine calls
+    even when a plan is halted).
     """
 
     shape_x = Cpt(VerifiedSetting, "ShapeX", kind=Kind.config)
@@ -39,7 +50,8 @@ class ScanGenerator(Device):
     beam_x = Cpt(VerifiedSetting, "BeamX", atol=0.001 * 0.501)
     beam_y = Cpt(VerifiedSetting, "BeamY", atol=0.001 * 0.501)
 
-    start = Cpt(EpicsSignal, "Start", put_complete=True, kind=Kind.omitted)
+    hold = Cpt(EpicsSignal, "Pause", kind=Kind.omitted)
+    start = Cpt(CheckedSignal, "Start", kind=Kind.omitted)
     stop_scan = Cpt(EpicsSignal, "Stop", kind=Kind.omitted)
     abort = Cpt(EpicsSignal, "Abort", kind=Kind.omitted)
     state = Cpt(TextSignalRO, "State_RBV", kind=Kind.normal)
@@ -61,7 +73,43 @@ class ScanGenerator(Device):
             "units": {"step": "nm", "fov": "nm", "rotation": "deg", "flyback": "s", "dwell": "s"},
         }
 
+    def _put(self, signal, value, what: str) -> None:
+        # Called from the RunEngine's pause/stop/unstage paths: report, never raise, so
+        # one unreachable IOC does not hide the error that ended the run.
+        try:
+            if self.connected:
+                put_checked(signal, value, timeout=5.0)
+        except Exception as exc:
+            logger.error("%s: could not %s the scan: %s", self.name, what, exc)
+
+    def pause(self) -> None:
+        """Hold the scan at its next row boundary (SCAN:Pause = 1)."""
+        self._put(self.hold, 1, "hold")
+
+    def resume(self) -> None:
+        """Go on with the next row (SCAN:Pause = 0)."""
+        self._put(self.hold, 0, "resume")
+
     def stop(self, *, success: bool = False) -> None:
-        """Called by the RunEngine on pause/abort: end a running scan early."""
-        if self.connected and self.state.get() == "Running":
-            self.stop_scan.put(1)
+        """End a running or held scan early (keeps every frame already taken)."""
+        try:
+            running = self.connected and self.state.get(use_monitor=False) in (
+                "Running",
+                "Paused",
+            )
+        except Exception as exc:
+            logger.error("%s: scan state unknown (%s); sending Stop", self.name, exc)
+            running = True
+        if running:
+            self._put(self.stop_scan, 1, "stop")
+        self._put(self.hold, 0, "release")
+
+    def stage(self) -> list:
+        """A scan of this plan starts unheld, whatever an earlier session left."""
+        self._put(self.hold, 0, "release")
+        return super().stage()
+
+    def unstage(self) -> list:
+        """End a scan the plan left running (also after a halt), then unstage."""
+        self.stop()
+        return super().unstage()

@@ -13,8 +13,11 @@ class RowBatcher:
     (``DroppedFrames_RBV``, never delivered, zeros with ``received=0`` in the file).
     Frames arrive in order except *late* frames, which land after their successors: until
     a late frame arrives its row may be announced with that frame still zero; the file's
-    ``received`` map is the record. When the acquisition has finished, every row of the
-    file is announced (the file has its final shape).
+    ``received`` map is the record. When the acquisition has finished, the counters are
+    final and cover every position the beam visited (the IOC counts a visited position
+    whose frame is not in the file as dropped): every row up to the last one visited is
+    announced, a partly visited last row included, so a scan stopped early announces just
+    the rows it has.
 
     Parameters
     ----------
@@ -30,9 +33,10 @@ class RowBatcher:
 
     def ready(self, captured: int, dropped: int = 0, *, finished: bool = False) -> int:
         """Rows complete given the counters (never more than ``rows``)."""
+        done = max(0, captured) + max(0, dropped)
         if finished:
-            return self.rows
-        return min(self.rows, (max(0, captured) + max(0, dropped)) // self.row_length)
+            return min(self.rows, -(-done // self.row_length))
+        return min(self.rows, done // self.row_length)
 
     def advance(
         self, captured: int, dropped: int = 0, *, finished: bool = False

@@ -128,7 +128,7 @@ class FramePlan:
 class EngineSnapshot:
     """A consistent copy of the engine's counters (see :meth:`AcquisitionEngine.snapshot`)."""
 
-    state: str  # "idle", "running", "done", "stopped", "aborted", "fault"
+    state: str  # "idle", "running", "paused", "done", "stopped", "aborted", "fault"
     produced: int  # beam positions visited (frames rendered or dropped)
     submitted: int  # frames handed to the sink
     written: int  # frames the sink has written
@@ -207,6 +207,7 @@ class AcquisitionEngine:
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._blank = threading.Event()
+        self._hold = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- control (any thread) -------------------------------------------------------
@@ -225,6 +226,15 @@ class AcquisitionEngine:
         """End early: pending frames are discarded, the sink is aborted."""
         self._abort.set()
         self._stop.set()
+
+    def pause(self) -> None:
+        """Hold at the next row boundary (the frames of finished rows are all delivered);
+        :meth:`resume` goes on with the next row, :meth:`stop` ends there."""
+        self._hold.set()
+
+    def resume(self) -> None:
+        """Go on after :meth:`pause` (a no-op when not held)."""
+        self._hold.clear()
 
     def blank(self, on: bool) -> None:
         """Blank the beam: frames from now on carry no dose (all zeros)."""
@@ -304,6 +314,9 @@ class AcquisitionEngine:
         t0 = self._clock()
         first = 0
         while first < plan.n_frames and not self._stop.is_set():
+            if self._hold.is_set() and first % plan.row_length == 0:
+                t0 += self._held()  # pacing resumes where it stopped, not in a rush
+                continue
             count = min(block, plan.n_frames - first)
             frames = self._render(pool, first, count)
             if frames is not None and self._blank.is_set():
@@ -318,6 +331,18 @@ class AcquisitionEngine:
             self._deliver(first, count, frames, skip, due)
             self._flush_late(wait=False)
             first += count
+
+    def _held(self) -> float:
+        """Wait while held (or until stopped); the seconds spent waiting."""
+        start = self._clock()
+        with self._lock:
+            self._c.state = "paused"
+        while self._hold.is_set() and not self._stop.is_set():
+            self._flush_late(wait=False)  # a late frame of a finished row still lands
+            self._stop.wait(0.01)
+        with self._lock:
+            self._c.state = "running"
+        return self._clock() - start
 
     def _deliver(self, first, count, frames, skip, due) -> None:
         n_dropped = 0

@@ -118,6 +118,11 @@ class Instrument(SettingsGroup):
         await self.status.write(state)
         await self.status_message.write(message[:255])
 
+    def hold_scan(self, on: bool) -> None:
+        """SCAN:Pause: hold a running scan at its next row boundary, or go on."""
+        if self._engine is not None and self._engine_kind == "scan":
+            (self._engine.pause if on else self._engine.resume)()
+
     def beam_blanked(self, on: bool) -> None:
         if self._engine is not None:
             self._engine.blank(on)
@@ -297,6 +302,8 @@ class Instrument(SettingsGroup):
             late=dict(faults.late) if faults else None,
         )
         engine.blank(self.mic.beam_blank_rbv.value == "On")
+        if not internal and self.scan.pause_rbv.value:
+            engine.pause()  # started while held: wait before the first row
         self._engine, self._engine_kind, self._stop_requested = engine, kind, ""
         engine.start()
         if records:
@@ -337,6 +344,9 @@ class Instrument(SettingsGroup):
         if self._engine_kind == "scan":
             await self.scan.progress.write(round(snap.progress, 2))
             await self.scan.frames_done.write(snap.produced)
+            held = "Paused" if snap.state == "paused" else "Running"
+            if not snap.finished and self.scan.state.value != held:
+                await self.scan.state.write(held)
         await self.cam.array_counter.write(snap.submitted)
         if self._writer is not None and snap.written != self.hdf.num_captured.value:
             await self.hdf.num_captured.write(snap.written)
@@ -349,7 +359,13 @@ class Instrument(SettingsGroup):
         error = snap.error
         if self._writer is not None:
             self._writer = None
-            await self._finish_file(snap.summary, dropped=snap.dropped, error=error)
+            # Every position the beam visited whose frame is not in the file counts as
+            # dropped (fault-plan drops, late frames cut off by a stop, frames an abort
+            # discarded): captured + dropped is then the visited extent the session
+            # announces, and the received map says which of those frames exist.
+            written = snap.summary.frames_written if snap.summary is not None else snap.written
+            dropped = max(snap.dropped, snap.produced - int(written))
+            await self._finish_file(snap.summary, dropped=dropped, error=error)
         await self.cam.acquire.write(0, verify_value=False)
         await self.cam.acquire_rbv.write(0)
         cam_state = {"fault": "Error", "aborted": "Aborted"}.get(snap.state, "Idle")

@@ -11,7 +11,7 @@ from .validation import MAX_SCAN, InvalidSetting, Limits
 
 __all__ = ["SCAN_STATES", "ScanGenerator"]
 
-SCAN_STATES = ("Idle", "Running", "Done", "Aborted", "Fault")
+SCAN_STATES = ("Idle", "Running", "Done", "Aborted", "Fault", "Paused")
 SHAPE = Limits(1, MAX_SCAN, integer=True)
 POSITIVE_NM = Limits(0.0, 1e7, low_open=True)
 
@@ -23,8 +23,11 @@ class ScanGenerator(SettingsGroup):
     FovX, FovY (nm; writing a field of view sets Step = Fov / Shape, writing a step or a
     shape sets Fov = Step × Shape), Dwell (s), Rotation (deg), Flyback (s per row), Mode
     (Fly/Step), BeamX, BeamY (nm, beam position in step mode and for internally triggered
-    series); busy-free triggers Start, Stop, Abort; read-only State_RBV
-    (Idle/Running/Done/Aborted/Fault), Progress_RBV (%), FramesDone_RBV, StatusMessage_RBV.
+    series), Pause (1 holds a running scan at the next row boundary, file open and detector
+    armed; 0 goes on with the next row; a scan started while 1 holds before its first row);
+    busy-free triggers Start, Stop, Abort (both end a held scan too); read-only State_RBV
+    (Idle/Running/Done/Aborted/Fault/Paused), Progress_RBV (%), FramesDone_RBV,
+    StatusMessage_RBV.
     """
 
     message_attr = "message"
@@ -60,6 +63,10 @@ class ScanGenerator(SettingsGroup):
         "BeamY", 0.0, "Beam y from the scan centre (step mode).", units="nm",
         limits=Limits(-1e7, 1e7), quantum=0.001,
     )  # fmt: skip
+    pause, pause_rbv = setting(
+        "Pause", 0, "1 holds the scan at the next row boundary; 0 goes on.",
+        limits=Limits(0, 1, integer=True), live=True,
+    )  # fmt: skip
     start = trigger("Start", "Write 1 to run the scan (returns at once).", "start_scan")
     stop = trigger("Stop", "Write 1 to end the scan early, keeping what was written.", "stop_scan")
     abort = trigger("Abort", "Write 1 to abort: ends early, State_RBV becomes Aborted.",
@@ -94,6 +101,8 @@ class ScanGenerator(SettingsGroup):
                 await self.rbv(pv_name).write(v)
             return
         await super().setting_changed(spec, value)
+        if name == "Pause":
+            self.root.hold_scan(bool(value))
 
     async def start_scan(self, instance) -> None:
         await self.root.start_scan()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from bluesky.preprocessors import SupplementalData
+from bluestem.session.baseline import Baseline
 
 __all__ = ["baseline"]
 
 
-def baseline(*devices) -> SupplementalData:
+def baseline(*devices) -> Baseline:
     """A preprocessor that adds a ``baseline`` stream (one event before the plan's
     events, one after) reading ``devices``: ``RE.preprocessors.append(baseline(mic))``.
+
+    A closing read that fails (the IOC died with the run) is reported and skipped, so
+    the run's reason stays the error that ended it.
     """
     if not devices:
         raise ValueError("baseline(): allowed one or more devices, got none")
-    return SupplementalData(baseline=list(devices))
+    return Baseline(list(devices))

@@ -13,6 +13,7 @@ from bluesky.utils import FailedStatus, MsgGenerator, RequestAbort, RequestStop
 
 from bluestem.reduce import check_reductions, resolve_reductions
 
+from .fly import collect_until_complete, end_acquisition, rewindable, wait_status
 from .metadata import instrument_state, plain
 from .validation import check_dwell, check_number, check_pair, check_shape
 
@@ -66,13 +67,19 @@ def configured_run(
     state: Callable[[], dict],
     md: dict,
     body: Callable[[], MsgGenerator[Any]],
+    interrupted: Callable[[], MsgGenerator[Any]] | None = None,
 ) -> MsgGenerator[str]:
     """Configure, read the instrument back, open the run with that state, run ``body``.
 
     A failure is always recorded as a failed run whose ``reason`` names the error (for a
-    read-back mismatch: setting, request and readback). A configuration that fails (a
-    refused write, a readback that does not follow) still opens a run, with the state as
-    read back then, and closes it with ``exit_status="fail"``. The error is re-raised.
+    read-back mismatch: setting, request and readback; for a lost IOC: the device that
+    lost it). A configuration that fails (a refused write, a readback that does not
+    follow) still opens a run, with the state as read back then, and closes it with
+    ``exit_status="fail"``. The error is re-raised.
+
+    ``interrupted`` runs, while the run is still open, when ``body`` ends early (abort,
+    stop or failure): e.g. :func:`~bluestem.plans.fly.end_acquisition`, so that the run
+    announces exactly what the file holds.
     """
     try:
         yield from configure()
@@ -89,18 +96,25 @@ def configured_run(
     try:
         yield from body()
     except (RequestAbort, RequestStop):
+        if interrupted is not None:
+            yield from interrupted()
         raise  # the RunEngine records these itself
     except Exception as exc:
-        yield from bps.close_run(exit_status="fail", reason=failure_reason(exc))
+        reason = failure_reason(exc)  # the first error, whatever the clean-up meets
+        if interrupted is not None:
+            yield from interrupted()
+        yield from bps.close_run(exit_status="fail", reason=reason)
         raise
     yield from bps.close_run()
     return uid
 
 
-def _cleanup(detector, scan) -> MsgGenerator[None]:
-    """Always: end a scan still running and disarm the detector (no-ops when done)."""
+def _cleanup(detector, scan, rewind: bool = True) -> MsgGenerator[None]:
+    """Always: end a scan still running and disarm the detector (no-ops when done), and
+    let the RunEngine replay messages on resume again (the fly section forbids it)."""
     yield from bps.stop(scan)
     yield from bps.stop(detector)
+    yield from rewindable(rewind)
 
 
 def _plan_md(plan_name: str, args: dict, detector, scan, microscope, md) -> dict:
@@ -179,22 +193,27 @@ def raster(
         )
 
     def body():
+        # A pause holds the scan at a row boundary and resume goes on from there: nothing
+        # of this section may be replayed (see bluestem.plans.fly).
+        yield from rewindable(False)
         yield from bps.declare_stream(detector, name="primary", collect=True)
-        yield from bps.kickoff(detector, wait=True)
+        yield from wait_status((yield from bps.kickoff(detector)))
         # The StreamResource now, before the first row: a live reduction can open the
         # file and follow it from the first frame.
         yield from bps.collect(detector, name="primary")
-        yield from bps.abs_set(scan.start, 1, wait=True)
-        yield from bps.collect_while_completing(
-            [detector], [detector], flush_period=FLUSH_PERIOD, stream_name="primary"
-        )
+        yield from wait_status((yield from bps.abs_set(scan.start, 1)))
+        yield from collect_until_complete(detector, stream="primary", flush_period=FLUSH_PERIOD)
 
     def state():
         return _with_reduction(instrument_state(detector, scan, microscope), reduction, stem)
 
+    def interrupted():
+        yield from end_acquisition(detector, scan, stream="primary")
+
+    run = configured_run(configure, state, meta, body, interrupted)
     return (
         yield from bpp.finalize_wrapper(
-            configured_run(configure, state, meta, body), _cleanup(detector, scan)
+            bpp.stage_wrapper(run, [scan, detector]), _cleanup(detector, scan)
         )
     )
 
@@ -262,14 +281,17 @@ def step_raster(
     def body():
         steps = [float(scan.step_y.get()), float(scan.step_x.get())]
         for y, x in beam_positions(g["shape"], steps):
+            # A pause re-does the position it interrupted (its frame is taken again).
+            yield from bps.checkpoint()
             yield from bps.mv(scan.beam_y, y, scan.beam_x, x)
             yield from bps.trigger_and_read([detector, scan.beam_y, scan.beam_x])
 
     def state():
         return _with_reduction(instrument_state(detector, scan, microscope), reduction, stem)
 
+    run = configured_run(configure, state, meta, body)
     return (
         yield from bpp.finalize_wrapper(
-            configured_run(configure, state, meta, body), _cleanup(detector, scan)
+            bpp.stage_wrapper(run, [scan, detector]), _cleanup(detector, scan)
         )
     )

@@ -87,6 +87,7 @@ def series(
 
     def body():
         for value in values:
+            yield from bps.checkpoint()  # a pause re-does the value it interrupted
             yield from bps.mv(device, value)
             yield from bps.trigger_and_read([detector, device])
 
@@ -134,6 +135,7 @@ def dark_reference(
 
     def body():
         for _ in range(n):
+            yield from bps.checkpoint()  # a pause re-takes the frame it interrupted
             yield from bps.trigger_and_read([detector])
 
     def state():

@@ -31,8 +31,19 @@ def test_rows_batched_from_counters():
     assert b.advance(captured=40) == (0, 2)  # one datum for two rows
     assert b.advance(captured=47) is None
     assert b.advance(captured=47, dropped=1) == (2, 3)  # a dropped frame completes a row
-    assert b.advance(captured=50, finished=True) == (3, 4)  # the file's final shape
+    # At the end the counters cover every visited position (dropped includes frames
+    # never written): all rows of a complete scan.
+    assert b.advance(captured=50, dropped=14, finished=True) == (3, 4)
     assert b.advance(captured=64, finished=True) is None
+    assert b.announced == 4
+
+
+def test_a_scan_stopped_early_announces_only_the_rows_it_visited():
+    b = RowBatcher(rows=8, row_length=16)
+    assert b.advance(captured=40) == (0, 2)
+    # Stopped in row 3 (0-based): 49 positions visited, one of them dropped.
+    assert b.advance(captured=48, dropped=1, finished=True) == (2, 4)
+    assert b.advance(captured=48, dropped=1, finished=True) is None
     assert b.announced == 4
 
 
