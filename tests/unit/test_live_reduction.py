@@ -176,3 +176,94 @@ def test_a_corrupt_chunk_fails_the_reduction_and_emits_no_derived_run(tmp_path, 
     live, out = replay(documents(path, spec, [(0, 6)]))
     assert out == [] and live.derived_uid is None
     assert "corrupt chunk" in caplog.text and "no derived run" in caplog.text
+
+
+def _stopped(docs, **fields):
+    """``docs`` with its stop document changed (``exit_status``, ``reason``)."""
+    name, stop = docs[-1]
+    return [*docs[:-1], (name, {**stop, **fields})]
+
+
+def test_a_derived_run_ends_as_its_parent_did(tmp_path, spec):
+    path = str(tmp_path / "raw.h5")
+    write_raw(path)
+    docs = _stopped(documents(path, spec, [(0, 6)]), exit_status="fail",
+                    reason="AcquisitionError: det: lost the detector IOC")  # fmt: skip
+    _, out = replay(docs)
+    parent = docs[0][1]["uid"]
+    stop = out[-1][1]
+    assert stop["exit_status"] == "fail"
+    assert stop["reason"] == (
+        f"parent run {parent} ended 'fail': AcquisitionError: det: lost the detector IOC"
+    )
+    _, ok = replay(documents(path, spec, [(0, 6)]))
+    assert ok[-1][1]["exit_status"] == "success" and not ok[-1][1].get("reason")
+
+
+def test_frames_read_ahead_but_never_announced_are_not_in_the_derived_run(tmp_path, spec):
+    """The run was cut off (a halt, a lost IOC) after announcing rows 0..2 while the
+    live reduction had read the whole file ahead: rows 3..5 must not be in its images,
+    nor in the sum pattern."""
+    import time
+
+    path = str(tmp_path / "raw.h5")
+    frames = write_raw(path)
+    docs = _stopped(documents(path, spec, [(0, 2), (2, 3)]), exit_status="abort",
+                    reason="halted")  # fmt: skip
+    out = []
+    live = LiveReduction([lambda name, doc: out.append((name, doc))])
+    for name, doc in docs[:-1]:
+        live(name, doc)
+    deadline = time.monotonic() + 20
+    while live.snapshot()["frames"] < NY * NX and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert live.snapshot()["frames"] == NY * NX  # the whole file was reduced ahead
+    live(*docs[-1])
+    start, event = out[0][1], out[2][1]
+    assert start["frames"] == {"reduced": 3 * NX, "announced": 3 * NX}
+    bf = np.asarray(event["data"]["bf"])
+    assert np.isfinite(bf[:3]).all() and np.isnan(bf[3:]).all()
+    ref = numpy_images(frames, spec)["bf"]
+    np.testing.assert_allclose(bf[:3], ref[:3], rtol=1e-6)
+    sum_dp = np.asarray(event["data"]["sum_dp"])
+    np.testing.assert_array_equal(sum_dp, frames[: 3 * NX].astype(np.float64).sum(axis=0))
+
+
+def test_the_live_snapshot_after_one_row_has_no_dpc_and_raises_nothing(tmp_path, spec):
+    """DPC needs a 2-D field: one reduced row gives none (it used to raise)."""
+    import time
+
+    path = str(tmp_path / "raw.h5")
+    write_raw(path)
+    docs = documents(path, spec, [(0, 1)])
+    live = LiveReduction()
+    for name, doc in docs[:3]:
+        live(name, doc)
+    # The file is complete: stop it from reading ahead, so one row is all there is.
+    live._run["blocks"].follow = lambda: 0
+    live(*docs[3])
+    deadline = time.monotonic() + 20
+    while not live.lags and time.monotonic() < deadline:
+        time.sleep(0.01)
+    snap = live.snapshot()
+    assert snap["frames"] == NX
+    assert "idpc" not in snap["images"] and np.isfinite(snap["images"]["bf"][0]).all()
+    live(*docs[-1])
+
+
+def test_warm_up_compiles_the_kernels_before_any_run():
+    from bluestem.reduce.kernels import fused_reduce
+
+    live = LiveReduction()
+    assert live.warm_up([np.uint8]) >= 0
+    assert any("uint8" in str(sig[0]) for sig in fused_reduce.signatures)
+    # A descriptor announcing another frame type compiles it before the detector is armed.
+    live("start", {"uid": "u", "time": 0.0, "scan": {"shape": [2, 2]},
+                   "reduction": ReductionSpec.default((K, K)).to_dict()})  # fmt: skip
+    key = {"source": "t", "dtype": "array", "shape": [2, K, K], "external": "STREAM:",
+           "dtype_numpy": "<u4"}  # fmt: skip
+    live("descriptor", {"uid": "d", "run_start": "u", "time": 0.0, "name": "primary",
+                        "data_keys": {"det_image": key}})  # fmt: skip
+    assert np.dtype(np.uint32) in live._warmed
+    assert any("uint32" in str(sig[0]) for sig in fused_reduce.signatures)
+    live("stop", {"uid": "s", "run_start": "u", "time": 0.0, "exit_status": "success"})

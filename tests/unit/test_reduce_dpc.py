@@ -158,3 +158,37 @@ def test_twin_srtio3_scan_rotation_is_recovered(scan_rotation_deg):
     deg, flip = estimate_rotation(img["com_y"], img["com_x"])
     assert not flip
     assert abs(math.remainder(deg + scan_rotation_deg, 360.0)) < 1.5
+
+
+def test_rotation_fit_is_significant_for_a_phase_object_and_not_for_noise():
+    """A gradient field determines its rotation; white noise does not, and the
+    significance follows the Rayleigh law the fit assumes (mean sqrt(pi/2) = 1.25)."""
+    from bluestem.reduce import rotation_fit
+
+    _, gy, gx, _ = gaussian_phase()
+    rng = np.random.default_rng(4)
+    cy, cx = to_detector(gy, gx, 30.0, False)
+    noisy = (cy + 0.02 * rng.normal(size=cy.shape), cx + 0.02 * rng.normal(size=cx.shape))
+    fit = rotation_fit(*noisy)
+    assert fit.rotation_deg == pytest.approx(30.0, abs=1.0) and fit.flip is False
+    assert fit.significance > 10 and fit.problems() == []
+    assert fit.neighbourhoods == cy.size
+    noise = [rotation_fit(*rng.normal(size=(2, 64, 64))) for _ in range(60)]
+    z = np.array([f.significance for f in noise])
+    assert z.mean() == pytest.approx(math.sqrt(math.pi / 2), rel=0.2)
+    poor = [f for f in noise if f.problems()]
+    assert len(poor) >= 57  # noise is reported as poorly determined
+    assert any("barely depends on the rotation" in p for p in poor[0].problems())
+
+
+def test_rotation_fit_flags_an_aliased_field():
+    """The same phase object sampled at every 8th position: too few, aliased samples."""
+    from bluestem.reduce import rotation_fit
+
+    _, gy, gx, _ = gaussian_phase(shape=(96, 96), bumps=40, seed=2)
+    rng = np.random.default_rng(5)
+    cy, cx = to_detector(gy, gx, -20.0, False)
+    cy, cx = cy + 0.05 * rng.normal(size=cy.shape), cx + 0.05 * rng.normal(size=cx.shape)
+    assert rotation_fit(cy, cx).problems() == []
+    coarse = rotation_fit(cy[::8, ::8], cx[::8, ::8], step=(8.0, 8.0))
+    assert coarse.problems(), coarse

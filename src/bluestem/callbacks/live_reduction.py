@@ -48,6 +48,9 @@ class _Watch:
 
 # How long the thread waits for an announcement before reading on in the file (s).
 FOLLOW_INTERVAL = 0.02
+# The live DPC image waits for this many finite 2 x 2 neighbourhoods of the COM field (a
+# few scan rows): a rotation estimated from the first row or two is noise.
+LIVE_DPC_NEIGHBOURHOODS = 256
 
 
 def _path(uri: str) -> str:
@@ -136,6 +139,37 @@ class LiveReduction(DocumentRouter):
         self._latest: np.ndarray | None = None
         self._frames = 0
         self._last: dict | None = None  # the finished run, for snapshot()
+        self._warmed: set[np.dtype] = set()
+
+    # -- before any run ----------------------------------------------------------------
+    def warm_up(self, dtypes: Iterable = (np.uint16,)) -> float:
+        """Compile the reduction and checksum kernels for frames of ``dtypes`` now.
+
+        numba compiles a kernel at its first call for each frame dtype (about 4 s each
+        here; ``cache=True`` makes later processes load it from disk in a fraction of
+        that). Compiled during the first scan, that time is lag on the first rows: the
+        session warms the detectors' dtypes before any run, and a run whose frame dtype
+        is new is warmed at its descriptor, before the detector is armed.
+
+        Returns the seconds spent.
+        """
+        t0 = time.perf_counter()
+        for dtype in dtypes:
+            self._warm(np.dtype(dtype))
+        return time.perf_counter() - t0
+
+    def _warm(self, dtype: np.dtype) -> None:
+        if dtype in self._warmed:
+            return
+        from bluestem.frames._fletcher import fletcher32_u8
+        from bluestem.reduce import DTYPES, Reducer, ReductionSpec
+
+        if dtype not in DTYPES:
+            return  # refused later, with its reason, by the reducer itself
+        frames = np.ones((8, 16, 16), dtype=dtype)
+        Reducer(ReductionSpec.default((16, 16)), (1, 8)).add(0, frames)
+        fletcher32_u8(frames.view(np.uint8).ravel())
+        self._warmed.add(dtype)
 
     # -- documents (RunEngine thread) -------------------------------------------------
     def start(self, doc):
@@ -159,6 +193,7 @@ class LiveReduction(DocumentRouter):
             "blocks": blocks,
             "resources": {},
             "per_event": {},
+            "announced": [],  # the Blocks of every stream_datum: what the raw run holds
             "error": None,
         }
         self.lags, self.reduced = [], []
@@ -191,6 +226,18 @@ class LiveReduction(DocumentRouter):
             shape = info.get("shape") or []
             if info.get("external") == "STREAM:" and len(shape) >= 2:
                 self._run["per_event"][doc["uid"], key] = int(np.prod(shape[:-2], dtype=int))
+                if info.get("dtype_numpy"):
+                    # Before the detector is armed: compiling later would be lag.
+                    self._warm_quietly(info["dtype_numpy"])
+
+    def _warm_quietly(self, dtype_str: str) -> None:
+        try:
+            dtype = np.dtype(dtype_str)
+            if dtype not in self._warmed:
+                logger.info("compiling the reduction kernels for %s frames", dtype)
+                self._warm(dtype)
+        except Exception as exc:  # the reducer reports a real problem when it meets it
+            logger.warning("could not compile the kernels for %r: %s", dtype_str, exc)
 
     def stream_resource(self, doc):
         if self._run is None:
@@ -220,6 +267,7 @@ class LiveReduction(DocumentRouter):
             received_at=self.clock(),
             datum=doc["uid"],
         )
+        run["announced"].append(block)
         self._queue.put(block)
 
     def stop(self, doc):
@@ -236,24 +284,65 @@ class LiveReduction(DocumentRouter):
             )
             return
         blocks = run["blocks"]
+        uid = run["start"]["uid"]
+        if not run["announced"]:  # e.g. its configuration failed: nothing to reduce
+            blocks.close()
+            logger.info("run %s announced no frames: no derived run", uid)
+            return
         try:
             if run["error"] is not None:
                 raise run["error"]
             blocks.reduce_late()
-            reducer = blocks.result()
+            reducer = self._announced_only(run, blocks.result())
             images, dpc = final_images(reducer, run["spec"], step=_step(run["start"]))
         except Exception:
-            logger.exception("run %s: the reduction failed; no derived run", run["start"]["uid"])
+            logger.exception("run %s: the reduction failed; no derived run", uid)
             return
         finally:
             blocks.close()
+        if dpc.get("skipped"):
+            logger.warning("run %s: no DPC images (%s)", uid, dpc["skipped"])
+        if dpc.get("problems"):
+            logger.warning(
+                "run %s: the DPC rotation estimate (%.1f deg) is poorly determined: %s; "
+                "give reductions={'rotation': ..., 'flip': ...} from a calibration",
+                uid, dpc["rotation_deg"], "; ".join(dpc["problems"]),
+            )  # fmt: skip
         self.result = {"images": images, "dpc": dpc}
         self._last = self._view(run, images)
-        docs = derived_run_documents(run["start"], run["spec"], images, dpc=dpc, mode=self.mode)
+        frames = {"reduced": reducer.count, "announced": _count(run["announced"])}
+        docs = derived_run_documents(
+            run["start"], run["spec"], images, dpc=dpc, mode=self.mode,
+            metadata={"frames": frames}, parent_stop=doc,
+        )  # fmt: skip
         self.derived_uid = docs[0][1]["uid"]
         for name, document in docs:
             for sink in self.sinks:
                 sink(name, document)
+
+    def _announced_only(self, run: dict, reducer):
+        """The reducer, holding only frames of positions the raw run announced.
+
+        Reading ahead in the file (``follow``) reduces frames before their announcement;
+        a run cut off without announcing them (a halt, a lost IOC) must not have them in
+        its derived run. Then the announced blocks are reduced again, alone (rare)."""
+        announced = _positions(run["announced"], reducer.filled.size)
+        extra = reducer.filled.ravel() & ~announced
+        if not extra.any() or not isinstance(run["blocks"], LocalBlocks):
+            return reducer
+        logger.warning(
+            "run %s: %d frames reduced ahead were never announced by the run; reducing "
+            "its %d announced frames again without them", run["start"]["uid"],
+            int(extra.sum()), int(announced.sum()),
+        )  # fmt: skip
+        again = self.blocks_factory(run["spec"], run["shape"])
+        try:
+            for block in run["announced"]:
+                again.reduce(block)
+            again.reduce_late()
+            return again.result()
+        finally:
+            again.close()
 
     # -- the worker thread -------------------------------------------------------------
     def _work(self) -> None:
@@ -320,7 +409,8 @@ class LiveReduction(DocumentRouter):
         images = {}
         if isinstance(blocks, LocalBlocks):
             images = blocks.reducer.images()  # a copy, under the reducer's own lock
-            images, _ = add_dpc(images, run["spec"], step=_step(run["start"]))
+            images, _ = add_dpc(images, run["spec"], step=_step(run["start"]),
+                                min_neighbourhoods=LIVE_DPC_NEIGHBOURHOODS)  # fmt: skip
         return self._view(run, images)
 
     def _view(self, run: dict, images: dict) -> dict:
@@ -333,3 +423,15 @@ class LiveReduction(DocumentRouter):
             "frames": self._frames,
             "total": ny * nx,
         }
+
+
+def _positions(blocks: list[Block], size: int) -> np.ndarray:
+    """Flat bool mask of the scan positions the blocks cover."""
+    mask = np.zeros(size, dtype=bool)
+    for block in blocks:
+        mask[block.position : block.position + block.count] = True
+    return mask
+
+
+def _count(blocks: list[Block]) -> int:
+    return sum(block.count for block in blocks)

@@ -10,7 +10,14 @@ or load from numba's on-disk cache.
 """
 
 from bluestem.reduce.detectors import VirtualDetector
-from bluestem.reduce.dpc import ddpc, estimate_rotation, idpc, rotate_com
+from bluestem.reduce.dpc import (
+    RotationFit,
+    ddpc,
+    estimate_rotation,
+    idpc,
+    rotate_com,
+    rotation_fit,
+)
 from bluestem.reduce.from_run import check_reductions, resolve_reductions, run_spec
 from bluestem.reduce.reducer import DTYPES, ReducedPart, Reducer
 from bluestem.reduce.spec import ReductionSpec
@@ -20,6 +27,7 @@ __all__ = [
     "ReducedPart",
     "Reducer",
     "ReductionSpec",
+    "RotationFit",
     "VirtualDetector",
     "check_reductions",
     "ddpc",
@@ -27,5 +35,6 @@ __all__ = [
     "idpc",
     "resolve_reductions",
     "rotate_com",
+    "rotation_fit",
     "run_spec",
 ]
