@@ -18,7 +18,7 @@ def test_demo_small_scan(tmp_path):
     out = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from bluestem.cli import main; sys.exit(main())",
+        [sys.executable, "-P", "-c", "import sys; from bluestem.cli import main; sys.exit(main())",
          "demo", "--shape", "8", "8", "--frame", "64", "--out", str(out)],
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
@@ -35,7 +35,7 @@ def test_demo_small_scan(tmp_path):
     assert raw.stat().st_mode & 0o222 == 0  # closed read-only
     # The live images: virtual images, COM, iDPC, the latest and the sum pattern, figure.
     pngs = sorted(p.name for p in out.glob("*.png"))
-    panels = ("adf", "bf", "com", "dp", "idpc", "live", "sum")
+    panels = ("adf", "bf", "com", "ddpc", "dp", "idpc", "live", "sum")
     assert pngs == [f"{name}-{uid[:8]}.png" for name in panels]
     derived = re.search(r"live:\s+derived run (\S+) \(", result.stdout).group(1)
     assert "bf" in result.stdout and "idpc" in result.stdout
@@ -53,7 +53,7 @@ def test_demo_small_scan(tmp_path):
 
 def test_demo_refuses_catalog_without_key(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from bluestem.cli import main; sys.exit(main())",
+        [sys.executable, "-P", "-c", "import sys; from bluestem.cli import main; sys.exit(main())",
          "demo", "--catalog", "http://127.0.0.1:9", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -74,7 +74,8 @@ def test_demo_against_a_running_catalogue(tmp_path):
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
         result = subprocess.run(
-            [sys.executable, "-c", "import sys; from bluestem.cli import main; sys.exit(main())",
+            [sys.executable, "-P", "-c",
+             "import sys; from bluestem.cli import main; sys.exit(main())",
              "demo", "--shape", "4", "4", "--frame", "32", "--out", str(out),
              "--catalog", server.uri, "--api-key", key],
             capture_output=True, text=True, timeout=300, env=env,

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.system
 
 FRAME = 64
 SHAPE = (16, 16)
-CLI = [sys.executable, "-c", "import sys; from bluestem.cli import main; sys.exit(main())"]
+CLI = [sys.executable, "-P", "-c", "import sys; from bluestem.cli import main; sys.exit(main())"]
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +190,93 @@ def test_bad_input_is_refused_by_name_and_nothing_is_written(session, server, li
                               reductions=bad))  # fmt: skip
     assert session.writer.flush(60)
     assert len(client(server)) == runs_before
+
+
+def test_bluestem_reduce_takes_a_uid_prefix_and_names_the_pngs_by_the_raw_run(
+    session, server, live_run, tmp_path
+):
+    before = set(derived_runs(server, live_run))
+    proc = reduce_cli(server, live_run[:8], "--out", str(tmp_path))
+    assert f"(parent {live_run}, offline)" in proc.stdout
+    (derived,) = set(derived_runs(server, live_run)) - before
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(f"{p}-{live_run[:8]}.png"
+                           for p in ("bf", "adf", "com", "idpc", "ddpc", "dp"))  # fmt: skip
+    assert derived[:8] not in "".join(names)  # the derived run is named in the titles only
+    # The live PNGs of the session have the same names.
+    assert {p.name for p in session.images.saved} >= set(names)
+
+
+def write_runs(server, uids):
+    """Bare runs (start, stop) with the given uids, written as the session writes."""
+    import event_model
+
+    from bluestem.catalog.client import tiled_writer
+
+    writer = tiled_writer(client(server))
+    for uid in uids:
+        run = event_model.compose_run(uid=uid, metadata={"plan_name": "prefix-test"})
+        writer("start", run.start_doc)
+        writer("stop", run.compose_stop())
+
+
+def test_an_ambiguous_or_unknown_uid_prefix_is_refused_with_the_matches(server, live_run):
+    twins = ["deadbeef-0000-4000-8000-000000000001", "deadbeef-0000-4000-8000-000000000002"]
+    write_runs(server, twins)
+    runs_before = len(client(server))
+    proc = reduce_cli(server, "deadbeef", check=False)
+    assert proc.returncode == 2
+    assert "uid prefix 'deadbeef' is ambiguous: 2 runs" in proc.stderr
+    assert all(uid in proc.stderr for uid in twins) and server.uri in proc.stderr
+    proc = reduce_cli(server, "deadbeef-0000-4000-8000-00000000000", check=False)
+    assert proc.returncode == 2 and "ambiguous" in proc.stderr
+    # LIKE's wildcard '_' must not match: "deadbeef_" is no prefix of either uid.
+    proc = reduce_cli(server, "deadbeef_", check=False)
+    assert proc.returncode == 2
+    assert "no run with uid 'deadbeef_'" in proc.stderr and server.uri in proc.stderr
+    assert len(client(server)) == runs_before  # nothing written
+
+
+def test_a_catalogue_refusing_the_prefix_query_is_searched_by_its_keys(
+    server, live_run, monkeypatch
+):
+    import tiled.queries
+
+    from bluestem.cli import reduce as cli_reduce
+
+    c = client(server)
+    found = cli_reduce._catalog_uids(c, live_run[:8])
+    assert live_run in found and all(uid.lower().startswith(live_run[:8]) for uid in found)
+    # Tiled's SQL catalogue refuses Regex (HTTP 400): the same code path as a server that
+    # cannot run LIKE.
+    monkeypatch.setattr(tiled.queries, "Like", lambda key, pattern: tiled.queries.Regex(
+        key, "^" + pattern.rstrip("%")))  # fmt: skip
+    with pytest.raises(Exception, match="not supported"):
+        c.search(tiled.queries.Like("start.uid", live_run[:8] + "%")).keys()[:1]
+    assert cli_reduce._catalog_uids(c, live_run[:8]) == [live_run]
+
+
+def test_bluestem_reduce_reads_the_journal_of_the_environment(session, live_run):
+    from bluestem.callbacks import find_runs
+
+    journal = session.journal.directory
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("BLUESTEM_CATALOG_URI", "BLUESTEM_API_KEY")}  # fmt: skip
+    env["BLUESTEM_JOURNAL_DIR"] = str(journal)
+    before = {r.uid for r in find_runs(journal)}
+    proc = subprocess.run([*CLI, "reduce", live_run[:8]], capture_output=True, text=True,
+                          timeout=300, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"(parent {live_run}, offline)" in proc.stdout
+    (new,) = [r for r in find_runs(journal) if r.uid not in before]
+    start = next(doc for name, doc in new.documents() if name == "start")
+    assert start["parent_uid"] == live_run and start["derived"] is True
+    proc = subprocess.run([*CLI, "reduce", "ffffffff-none"], capture_output=True, text=True,
+                          timeout=300, env=env)  # fmt: skip
+    assert proc.returncode == 2
+    assert f"no run with uid 'ffffffff-none' (or starting with it) in the journal {journal}" in (
+        proc.stderr
+    )
 
 
 def test_live_reduction_of_a_scan_with_dropped_and_late_frames(sim_factory, tmp_path):

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.system
 
 SYNC = [
     sys.executable,
+    "-P",
     "-c",
     "import sys; from bluestem.cli import main; sys.exit(main())",
     "sync",
@@ -124,6 +125,38 @@ def test_sync_missing_journal_is_named(interrupted, tmp_path):
     assert "nope" in result.stderr
 
 
+def sync_from_env(env_vars: dict, *args: str) -> subprocess.CompletedProcess:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLUESTEM_")}
+    return subprocess.run([*SYNC, *args], capture_output=True, text=True, timeout=120,
+                          env={**env, **env_vars})  # fmt: skip
+
+
+def test_sync_reads_the_catalogue_key_and_journal_from_the_environment(interrupted, tmp_path):
+    server, key = interrupted["server"], interrupted["key"]
+    # The URI and the key reach the server: the wrong key is refused by it.
+    result = sync_from_env({"BLUESTEM_JOURNAL_DIR": str(interrupted["journal"]),
+                            "BLUESTEM_CATALOG_URI": server.uri,
+                            "BLUESTEM_API_KEY": "notthekey"})  # fmt: skip
+    assert result.returncode == 2 and "API key was refused" in result.stderr
+    assert server.uri in result.stderr
+    # The journal directory is $BLUESTEM_JOURNAL_DIR (the old $BLUESTEM_JOURNAL is not read).
+    result = sync_from_env({"BLUESTEM_JOURNAL_DIR": str(tmp_path / "env-journal"),
+                            "BLUESTEM_JOURNAL": str(interrupted["journal"]),
+                            "BLUESTEM_CATALOG_URI": server.uri,
+                            "BLUESTEM_API_KEY": key})  # fmt: skip
+    assert result.returncode == 2 and "env-journal" in result.stderr
+    # Flags win over the environment.
+    result = sync_from_env({"BLUESTEM_JOURNAL_DIR": str(interrupted["journal"]),
+                            "BLUESTEM_CATALOG_URI": server.uri, "BLUESTEM_API_KEY": key},
+                           "--journal", str(tmp_path / "flag-journal"))  # fmt: skip
+    assert result.returncode == 2 and "flag-journal" in result.stderr
+    result = sync_from_env({"BLUESTEM_API_KEY": key}, "--journal", str(interrupted["journal"]))
+    assert result.returncode == 2
+    assert "no catalogue (--catalog or $BLUESTEM_CATALOG_URI)" in result.stderr
+
+
 def test_sync_uploads_the_whole_run(interrupted):
     uid, key = interrupted["uid"], interrupted["key"]
     client = from_uri(interrupted["server"].uri, api_key=key)
@@ -160,3 +193,16 @@ def test_sync_uploads_the_whole_run(interrupted):
     )  # fmt: skip
     assert again.returncode == 0
     assert "nothing to sync" in again.stdout
+
+
+def test_a_sync_configured_by_the_environment_alone(interrupted):
+    """After test_sync_uploads_the_whole_run (module order): the same journal and
+    catalogue, given only as $BLUESTEM_JOURNAL_DIR, $BLUESTEM_CATALOG_URI and
+    $BLUESTEM_API_KEY, are found and have nothing left to sync."""
+    (run,) = find_runs(interrupted["journal"])
+    assert run.synced
+    result = sync_from_env({"BLUESTEM_JOURNAL_DIR": str(interrupted["journal"]),
+                            "BLUESTEM_CATALOG_URI": interrupted["server"].uri,
+                            "BLUESTEM_API_KEY": interrupted["key"]})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "nothing to sync" in result.stdout

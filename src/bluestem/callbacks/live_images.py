@@ -17,6 +17,17 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from bluestem.callbacks.image_panels import (
+    UNITS,
+    _cmap,
+    _limits,
+    colour_bar,
+    com_to_rgba,
+    outline_masks,
+    scale_bar,
+    scale_from_calibration,
+)
+
 __all__ = ["PANELS", "ImageSource", "LiveImages", "com_to_rgba", "save_image_pngs"]
 
 log = logging.getLogger(__name__)
@@ -25,8 +36,6 @@ PANELS = ("bf", "adf", "com", "idpc", "dp")
 _TITLES = {"bf": "bright field", "adf": "annular dark field", "idpc": "iDPC",
            "com": "centre of mass (hue: direction, brightness: size)",
            "dp": "diffraction (log)"}  # fmt: skip
-_MASK_COLOURS = ("tab:cyan", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:pink")
-_PNG_DPI = 64  # a power of two: n / 64 inches * 64 dpi is exactly n pixels
 
 
 @runtime_checkable
@@ -37,43 +46,16 @@ class ImageSource(Protocol):
     ``(ny, nx)`` with NaN where not reduced yet, e.g. ``bf``, ``adf``, ``com_x``,
     ``com_y``, ``idpc``; ``sum_dp`` is ``(ky, kx)``), ``"latest"`` (the latest pattern
     ``(ky, kx)`` or None), ``"masks"`` (name -> ``(ky, kx)`` float32 weights), ``"uid"``
-    (run uid or None), ``"frames"`` (reduced so far) and ``"total"`` (expected).
+    (the raw run's uid or None), ``"frames"`` (reduced so far) and ``"total"``
+    (expected).
+
+    Optionally, a ``derived_uid`` attribute: the uid of the derived run the source made
+    from the last run it finished (None before). :class:`LiveImages` reads it at the stop
+    document, after the source (subscribed first) has handled that stop, and names it in
+    the saved images' titles when it changed during the run.
     """
 
     def snapshot(self) -> Mapping[str, Any]: ...
-
-
-def com_to_rgba(com_x, com_y, vmax: float | None = None) -> np.ndarray:
-    """Colour-wheel image of a vector field: hue = direction, value = magnitude.
-
-    Parameters
-    ----------
-    com_x, com_y : array_like
-        Vector components (same shape); x along columns, y along rows (downwards on
-        screen, as the image is drawn).
-    vmax : float, optional
-        Magnitude shown at full brightness (default: the largest finite magnitude).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(*shape, 4)`` RGBA in [0, 1]: hue ``atan2(y, x) / 2π mod 1``, saturation 1,
-        value ``clip(|v| / vmax, 0, 1)``; alpha 0 where either component is NaN.
-    """
-    from matplotlib.colors import hsv_to_rgb
-
-    x, y = np.asarray(com_x, dtype=np.float64), np.asarray(com_y, dtype=np.float64)
-    if x.shape != y.shape:
-        raise ValueError(f"com_x shape {x.shape} and com_y shape {y.shape} differ")
-    if vmax is not None and not vmax > 0:
-        raise ValueError(f"vmax={vmax} must be > 0")
-    valid = np.isfinite(x) & np.isfinite(y)
-    x, y = np.where(valid, x, 0.0), np.where(valid, y, 0.0)
-    mag = np.hypot(x, y)
-    top = float(mag.max(initial=0.0)) if vmax is None else float(vmax)
-    value = np.clip(mag / top, 0.0, 1.0) if top > 0 else mag
-    hsv = np.stack([np.mod(np.arctan2(y, x) / (2 * np.pi), 1.0), np.ones_like(x), value], -1)
-    return np.concatenate([hsv_to_rgb(hsv), valid[..., np.newaxis]], axis=-1)
 
 
 def _com_image(images: Mapping, com_offset: str | None) -> np.ndarray:
@@ -105,36 +87,6 @@ def _panel_arrays(images: Mapping, latest, com_offset) -> dict[str, Any]:
     return out
 
 
-def _limits(image: np.ma.MaskedArray) -> tuple[float, float]:
-    lo, hi = (float(image.min()), float(image.max())) if image.count() else (0.0, 1.0)
-    return (lo, hi) if hi > lo else (lo, lo + 1.0)
-
-
-def _cmap(panel: str):
-    import matplotlib
-
-    # The demo's maps: grey scan images, inferno for diffraction; NaN shows blank.
-    diffraction = panel in ("dp", "sum")
-    return matplotlib.colormaps["inferno" if diffraction else "gray"].with_extremes(bad="none")
-
-
-def _outline_masks(ax, masks: Mapping, lw: float = 1.2, fontsize: Any = "x-small") -> list:
-    """One contour at 0.5 per mask, one colour each, with a legend."""
-    from matplotlib.lines import Line2D
-
-    contours, handles = [], []
-    for i, (name, mask) in enumerate(masks.items()):
-        colour = _MASK_COLOURS[i % len(_MASK_COLOURS)]
-        weights = np.asarray(mask, dtype=np.float32)
-        if np.nanmax(weights, initial=0.0) < 0.5:
-            continue  # a weight mask below 0.5 everywhere has no outline at this level
-        contours.append(ax.contour(weights, levels=[0.5], colors=[colour], linewidths=lw))
-        handles.append(Line2D([], [], color=colour, label=str(name)))
-    if handles:
-        ax.legend(handles=handles, loc="lower right", fontsize=fontsize, framealpha=0.6)
-    return contours
-
-
 def save_image_pngs(
     images: Mapping[str, Any],
     out_dir: str | Path,
@@ -142,64 +94,63 @@ def save_image_pngs(
     masks: Mapping[str, Any] | None = None,
     latest: np.ndarray | None = None,
     *,
-    scale: int | None = None,
     com_offset: str | None = "median",
+    calibration: Mapping[str, Any] | None = None,
+    centre=None,
+    run_uid: str | None = None,
+    derived_uid: str | None = None,
+    dpi: float = 150,
 ) -> list[Path]:
-    """Write one PNG per panel: ``{panel}-{tag}.png`` for bf, adf, com, idpc, dp and sum.
+    """Write one PNG per panel, ``{panel}-{tag}.png``, each a figure a microscopist can read.
 
-    Each PNG is the image itself (no axes or title), ``scale`` screen pixels per image
-    pixel (nearest neighbour), NaN transparent; ``dp`` is ``latest`` (or
-    ``images["sum_dp"]``) on a log scale with each mask outlined at 0.5, and ``sum`` the
-    sum pattern as well when ``latest`` is given. Absent images are skipped.
+    Panels and their figures are :func:`bluestem.callbacks.image_panels.panel_figures`'s:
+    bf, adf, other virtual detectors, com, idpc, ddpc, dp and sum, each with a title
+    naming it and the run(s), a colour key with its unit and, on scan images, a scale bar
+    (nm with ``calibration["scan_step_nm"]``, scan steps without). Absent images are
+    skipped.
 
     Parameters
     ----------
     images, masks : mapping
-        As in :class:`ImageSource` snapshots; masks are outlined on the dp panel.
+        As in :class:`ImageSource` snapshots; masks are outlined on the patterns.
     out_dir : path
         Directory (created if missing).
     tag : str
-        File-name suffix, e.g. the first 8 characters of the run uid.
+        File-name suffix: the first 8 characters of the raw run's uid.
     latest : array, optional
-        The diffraction pattern for the dp panel.
-    scale : int, optional
-        Pixels per image pixel; default the largest keeping the longer side <= 512.
+        The diffraction pattern for the dp panel (default: ``images["sum_dp"]``).
     com_offset : {"median", None}
         Subtract the median COM before colouring (see :class:`LiveImages`).
+    calibration : mapping, optional
+        The raw run's ``start["calibration"]`` (``scan_step_nm``, ``angle_per_pixel_mrad``).
+    centre : (cy, cx), optional
+        Pattern centre in px (the reduction spec's); default ``(ky // 2, kx // 2)``.
+    run_uid, derived_uid : str, optional
+        The raw run (default: ``tag``) and the derived run, named in the titles.
+    dpi : float
+        Resolution of the PNGs (> 0); a panel is 5.6 x 4.6 inches.
 
     Returns
     -------
     list of pathlib.Path
         The files written, in panel order.
     """
-    from matplotlib.figure import Figure
+    from bluestem.callbacks.image_panels import panel_figures
 
     tag = str(tag)
     if not tag or "/" in tag or "\\" in tag:
         raise ValueError(f"tag={tag!r} must be a non-empty file-name part (no slashes)")
-    if scale is not None and int(scale) < 1:
-        raise ValueError(f"scale={scale} must be >= 1")
+    if not (isinstance(dpi, int | float) and 10 <= dpi <= 1200):
+        raise ValueError(f"dpi={dpi!r}; allowed: 10 <= dpi <= 1200")
+    figures = panel_figures(images, masks=masks, latest=latest, calibration=calibration,
+                            centre=centre, run_uid=run_uid or tag, derived_uid=derived_uid,
+                            com_offset=com_offset)  # fmt: skip
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    panels = _panel_arrays(images, latest, com_offset)
-    if latest is not None and images.get("sum_dp") is not None:
-        sum_dp = np.ma.masked_invalid(np.asarray(images["sum_dp"], dtype=np.float64))
-        panels["sum"] = np.log1p(np.clip(sum_dp, 0.0, None))
-    for panel, data in panels.items():
-        h, w = data.shape[:2]
-        s = max(1, 512 // max(h, w)) if scale is None else int(scale)
-        fig = Figure(figsize=(w * s / _PNG_DPI, h * s / _PNG_DPI), dpi=_PNG_DPI)
-        ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-        ax.set_axis_off()
-        kw = {} if panel == "com" else {"cmap": _cmap(panel), "clim": _limits(data)}
-        ax.imshow(data, interpolation="nearest", aspect="auto", **kw)
-        if panel in ("dp", "sum") and masks:
-            _outline_masks(ax, masks, lw=1.5 * 72 / _PNG_DPI, fontsize=11 * 72 / _PNG_DPI)
-            ax.set_xlim(-0.5, w - 0.5)
-            ax.set_ylim(h - 0.5, -0.5)
+    for panel, fig in figures.items():
         target = out / f"{panel}-{tag}.png"
-        fig.savefig(target, dpi=_PNG_DPI, transparent=True)
+        fig.savefig(target, dpi=dpi, facecolor="white")
         written.append(target)
     return written
 
@@ -245,6 +196,11 @@ class LiveImages:
         (``live-{uid[:8]}.png``); uid is the snapshot's, else the start document's.
     error : Exception or None
         The last error swallowed while drawing (a display never stops a run).
+    calibration : mapping or None
+        The current run's ``start["calibration"]``: the scale of the saved PNGs (a bad
+        one is logged and the PNGs are saved uncalibrated).
+    centre : (cy, cx) or None
+        The pattern centre of the run's ``start["reduction"]`` (the dp axes' origin).
     """
 
     def __init__(
@@ -271,6 +227,8 @@ class LiveImages:
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.min_interval, self.clock, self.com_offset = float(min_interval), clock, com_offset
         self.draws, self.saved, self.error, self.uid, self._last = 0, [], None, None, -np.inf
+        self.calibration: Mapping | None = None
+        self.centre = self._derived_before = None
         self._drop_figure()
 
     def __call__(self, name: str, doc: dict) -> None:
@@ -278,6 +236,10 @@ class LiveImages:
             if name == "start":
                 self.uid, self.draws, self.saved, self.error = doc.get("uid"), 0, [], None
                 self._last = -np.inf
+                # The raw start document holds the scale; the snapshot does not.
+                self.calibration = doc.get("calibration")
+                self.centre = (doc.get("reduction") or {}).get("centre")
+                self._derived_before = getattr(self.source, "derived_uid", None)
             final = name == "stop"
             if final or self.clock() - self._last >= self.min_interval:
                 snap = self._draw()
@@ -349,8 +311,23 @@ class LiveImages:
             kw = {} if panel == "com" else {"cmap": _cmap(panel)}
             self._artists[panel] = ax.imshow(data, interpolation="nearest", **kw)
             self.axes[panel] = ax
+            self._keys(panel, ax, data)
         if "com" in self.axes:
             self._colour_wheel(self.axes["com"])
+
+    def _keys(self, panel: str, ax, data) -> None:
+        """What makes a saved live figure readable too: a colour bar with its unit, and a
+        scale bar on scan images (the per-panel PNGs have the full treatment)."""
+        try:
+            step, _ = scale_from_calibration(self.calibration)
+        except ValueError:
+            step = None
+        if panel in UNITS:
+            unit = UNITS[panel].format(d="nm" if step else "scan step")
+            colour_bar(self.figure, self._artists[panel], ax, unit)
+        if panel in ("bf", "adf", "com", "idpc"):
+            h, w = data.shape[:2]
+            scale_bar(ax, w, h, step[1] if step else None)
 
     def _new_figure(self, size):
         if self.headless:
@@ -382,19 +359,34 @@ class LiveImages:
             artist.remove()
         if ax.get_legend():
             ax.get_legend().remove()
-        _outline_masks(ax, masks)
+        outline_masks(ax, masks)
         self._masks_drawn = key
 
     # -- stop --------------------------------------------------------------------------
 
     def _save(self, snap: Mapping) -> None:
-        tag = (snap.get("uid") or self.uid or "nouid")[:8]
+        uid = snap.get("uid") or self.uid or "nouid"
+        tag = uid[:8]
         images, masks, latest = snap.get("images") or {}, snap.get("masks"), snap.get("latest")
+        derived = getattr(self.source, "derived_uid", None)
+        # Unchanged since the start: this run made no derived run (the last one is older).
+        derived = None if derived == self._derived_before else derived
+        calibration = self.calibration
+        try:
+            scale_from_calibration(calibration)
+        except ValueError as exc:
+            log.warning("run %s: PNGs without a scale: %s", tag, exc)
+            calibration = None
         self.saved = save_image_pngs(
-            images, self.out_dir, tag, masks, latest, com_offset=self.com_offset
-        )
+            images, self.out_dir, tag, masks, latest, com_offset=self.com_offset,
+            calibration=calibration, centre=self.centre, run_uid=uid,
+            derived_uid=derived,
+        )  # fmt: skip
         if self.figure is not None:
             whole = self.out_dir / f"live-{tag}.png"
+            if derived:
+                title = self.figure.get_suptitle()
+                self.figure.suptitle(f"{title}  (derived run {derived[:8]})")
             self.figure.savefig(whole, dpi=100)
             self.saved.append(whole)
 

@@ -14,6 +14,19 @@ import sys
 from pathlib import Path
 
 NAME = "reduce"
+MAX_MATCHES = 100  # uids fetched for a prefix: enough to list an ambiguous one
+
+
+def _calibration(start: dict) -> dict | None:
+    """The raw run's calibration, or None (and a warning) when it cannot scale a PNG."""
+    from bluestem.callbacks.image_panels import scale_from_calibration
+
+    try:
+        scale_from_calibration(start.get("calibration"))
+    except ValueError as exc:
+        print(f"warning: PNGs without a scale: {exc}", file=sys.stderr)
+        return None
+    return start.get("calibration")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,7 +42,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "spec holds exactly those."
         ),
     )
-    parser.add_argument("uid", help="the raw run's uid")
+    parser.add_argument(
+        "uid",
+        help="the raw run's uid, or a unique prefix of it (e.g. the 8 characters "
+        "in the PNG names)",
+    )
     parser.add_argument(
         "--catalog",
         default=os.environ.get("BLUESTEM_CATALOG_URI"),
@@ -38,7 +55,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--api-key", default=None, help="default: $BLUESTEM_API_KEY")
     parser.add_argument(
-        "--journal", metavar="DIR", help="read the run from this document journal instead"
+        "--journal",
+        metavar="DIR",
+        help="read the run from this document journal instead (default, only when no "
+        "catalogue is given: $BLUESTEM_JOURNAL_DIR)",
     )
     parser.add_argument("--bf", type=float, metavar="R", help="bright-field disc radius (px)")
     parser.add_argument(
@@ -99,8 +119,39 @@ def _override(args) -> dict | None:
     return short
 
 
+def _unique(prefix: str, uids, where: str) -> str:
+    """The one uid starting with ``prefix``, else a LookupError naming the matches."""
+    matches = sorted({u for u in uids if u.startswith(prefix)})
+    if not matches:
+        raise LookupError(f"no run with uid {prefix!r} (or starting with it) in {where}")
+    if len(matches) > 1:
+        shown = ", ".join(matches[:10]) + (", ..." if len(matches) > 10 else "")
+        raise LookupError(f"uid prefix {prefix!r} is ambiguous: {len(matches)} runs in "
+                          f"{where} start with it ({shown}); give more characters")  # fmt: skip
+    return matches[0]
+
+
+def _catalog_uids(client, prefix: str) -> list[str]:
+    """Keys of the catalogue's runs whose uid may start with ``prefix`` (a superset)."""
+    import httpx
+    from tiled.queries import Like
+
+    try:
+        # One SQL LIKE on the start document's uid (tiled's SQL catalogue supports it; no
+        # key is listed). LIKE's '_' and '%' are wildcards and SQLite ignores case, so
+        # this is a superset: _unique keeps the exact prefix matches.
+        return list(client.search(Like("start.uid", prefix + "%")).keys()[:MAX_MATCHES])
+    except httpx.HTTPStatusError as err:
+        if err.response.status_code not in (400, 405, 422):
+            raise
+    # A server whose catalogue cannot run the query: list every key (slow when large).
+    return [k for k in client if k.startswith(prefix)]
+
+
 def _documents(args, key):
-    """(documents, catalogue client or None) of the run."""
+    """(documents, catalogue client or None) of the run; the uid may be a prefix."""
+    if not args.uid:
+        raise LookupError("the uid is empty; give the run's uid or a prefix of it")
     client = None
     if args.catalog:
         from bluestem.catalog.client import connect
@@ -109,16 +160,18 @@ def _documents(args, key):
     if args.journal:
         from bluestem.callbacks import find_runs
 
-        runs = [r for r in find_runs(args.journal) if r.uid.startswith(args.uid)]
-        if len(runs) != 1:
-            found = "no run" if not runs else f"{len(runs)} runs"
-            raise LookupError(f"{found} with uid {args.uid!r} in the journal {args.journal}")
-        return list(runs[0].documents()), client
+        runs = {r.uid: r for r in find_runs(args.journal)}
+        uid = _unique(args.uid, runs, f"the journal {args.journal}")
+        return list(runs[uid].documents()), client
     if client is None:
-        raise LookupError("no catalogue (--catalog or $BLUESTEM_CATALOG_URI) and no --journal")
-    if args.uid not in client:
-        raise LookupError(f"run {args.uid!r} is not in the catalogue {args.catalog}")
-    return list(client[args.uid].documents()), client
+        raise LookupError("no catalogue (--catalog or $BLUESTEM_CATALOG_URI) and no journal "
+                          "(--journal or $BLUESTEM_JOURNAL_DIR)")  # fmt: skip
+    # A run's key is its start uid: a whole uid is found directly.
+    uid = args.uid if args.uid in client else None
+    uid = uid or _unique(
+        args.uid, _catalog_uids(client, args.uid), f"the catalogue {args.catalog}"
+    )
+    return list(client[uid].documents()), client
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,6 +181,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         return _fail(f"--workers {args.workers}: allowed >= 1")
     key = args.api_key or os.environ.get("BLUESTEM_API_KEY")
+    if not args.journal and not args.catalog:
+        # The session's journal is the fallback source: a catalogue, when given, wins.
+        args.journal = os.environ.get("BLUESTEM_JOURNAL_DIR") or None
     try:
         override = _override(args)
         docs, client = _documents(args, key)
@@ -199,7 +255,12 @@ def _reduce(args, docs, spec, client) -> int:
     if args.out:
         from bluestem.callbacks.live_images import save_image_pngs
 
-        for png in save_image_pngs(images, Path(args.out), live.derived_uid[:8],
-                                   masks=spec.masks()):  # fmt: skip
+        start = docs[0][1]
+        # Named by the raw run, as the session's live PNGs are: a reduction of the same
+        # run replaces them; the title names the derived run.
+        pngs = save_image_pngs(images, Path(args.out), start["uid"][:8], masks=spec.masks(),
+                               calibration=_calibration(start), centre=spec.centre,
+                               run_uid=start["uid"], derived_uid=live.derived_uid)  # fmt: skip
+        for png in pngs:
             print(f"image:       {png}")
     return 0

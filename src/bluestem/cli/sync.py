@@ -23,11 +23,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--journal",
-        default=os.environ.get("BLUESTEM_JOURNAL", "journal"),
+        default=os.environ.get("BLUESTEM_JOURNAL_DIR") or "journal",
         metavar="DIR",
-        help="journal directory (default: $BLUESTEM_JOURNAL or ./journal)",
+        help="journal directory (default: $BLUESTEM_JOURNAL_DIR or ./journal)",
     )
-    parser.add_argument("--catalog", required=True, metavar="URI", help="Tiled server URI")
+    parser.add_argument(
+        "--catalog",
+        default=os.environ.get("BLUESTEM_CATALOG_URI") or None,
+        metavar="URI",
+        help="Tiled server URI (default: $BLUESTEM_CATALOG_URI)",
+    )
     parser.add_argument(
         "--api-key", default=None, help="catalogue API key (default: $BLUESTEM_API_KEY)"
     )
@@ -39,6 +44,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Connect, sync, print the summary; the exit code says whether all went well."""
     key = args.api_key or os.environ.get("BLUESTEM_API_KEY")
+    if not args.catalog:
+        print("error: no catalogue (--catalog or $BLUESTEM_CATALOG_URI)", file=sys.stderr)
+        return 2
     if not key:
         print("error: an API key is required (--api-key or $BLUESTEM_API_KEY)", file=sys.stderr)
         return 2
