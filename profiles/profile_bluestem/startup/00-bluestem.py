@@ -1,14 +1,13 @@
 """bluestem IPython startup: one session built from the inventory in $BLUESTEM_CONFIG
 (default: profiles/sim.yml next to this profile), its names put in the namespace:
-``RE``, ``session``, ``catalog``, every device by name and the bluestem plans."""
+``RE``, ``session``, ``catalog``, every device by name and the bluestem plans.
 
-import os as _os
-from pathlib import Path as _Path
+``bluestem shell`` builds the session before IPython starts (and refuses to start
+without one); a plain ``ipython --profile-dir=...`` builds it here and, if it cannot,
+starts degraded (``session = None``) with a banner saying so.
+"""
 
-from bluestem.session import build_session as _build_session
+if "session" not in globals():
+    from bluestem.session.interactive import session_namespace as _session_namespace
 
-globals().update(
-    _build_session(
-        _os.environ.get("BLUESTEM_CONFIG") or _Path(__file__).resolve().parents[2] / "sim.yml"
-    ).namespace()
-)
+    globals().update(_session_namespace(degraded=True))

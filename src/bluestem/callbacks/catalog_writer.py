@@ -53,6 +53,9 @@ class ResilientTiledWriter:
         Start uid -> reason, for every run whose catalogue copy is missing or partial.
     synced : list
         Start uids written completely.
+    runs : dict
+        Start uid -> its journal file (or None), for every run given to the writer, in
+        order; :meth:`pending` are those neither written nor given up yet.
 
     Notes
     -----
@@ -79,6 +82,7 @@ class ResilientTiledWriter:
         self.max_pending = int(max_pending)
         self.failures: dict[str, str] = {}
         self.synced: list[str] = []
+        self.runs: dict[str, Any] = {}
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -95,6 +99,7 @@ class ResilientTiledWriter:
         try:
             if name == "start":
                 self._current = doc["uid"]
+                self.runs[doc["uid"]] = self.journal.path_for(doc) if self.journal else None
                 self._ensure_thread()
             uid = self._current
             if uid is None or uid in self._given_up:
@@ -116,13 +121,39 @@ class ResilientTiledWriter:
         self._queue.put(done)
         return done.wait(timeout)
 
-    def close(self, timeout: float | None = None) -> None:
-        """Flush, then stop the worker thread."""
-        if self._thread is not None:
-            self.flush(timeout)
-            self._queue.put(_STOP_WORKER)
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush (waiting at most ``timeout`` s), then stop the worker thread; True when
+        everything queued was written or given up (see :meth:`pending`)."""
+        if self._thread is None:
+            return True
+        flushed = self.flush(timeout)
+        self._queue.put(_STOP_WORKER)
+        if flushed:
             self._thread.join(timeout)
             self._thread = None
+        # else: the worker is still in a catalogue call; it is a daemon thread and is
+        # abandoned (the runs stay marked unsynced in the journal).
+        return flushed
+
+    def pending(self) -> list[str]:
+        """Start uids of runs neither in the catalogue yet nor given up (oldest first)."""
+        done = set(self.synced) | set(self.failures)
+        return [uid for uid in self.runs if uid not in done]
+
+    def give_up_pending(self, reason: str) -> list[str]:
+        """Record every :meth:`pending` run as not uploaded, with ``reason`` (journal
+        ``.unsynced`` markers and :attr:`failures`); returns their uids."""
+        left = self.pending()
+        for uid in left:
+            self.failures[uid] = reason
+            self._given_up.add(uid)
+            path = self.runs.get(uid)
+            if path is not None:
+                try:
+                    mark_unsynced(path, reason)
+                except OSError:
+                    logger.exception("catalogue writer: could not mark %s unsynced", uid)
+        return left
 
     # -- worker side --------------------------------------------------------------------
     def _ensure_thread(self) -> None:

@@ -8,10 +8,13 @@ Layout (documented in docs/catalog.md)::
 
     DIR/YYYY/MM/DD/<start uid>.jsonl      every document, one line {"name": ..., "doc": ...}
     DIR/YYYY/MM/DD/<start uid>.synced     marker: the catalogue holds the whole run (JSON)
-    DIR/YYYY/MM/DD/<start uid>.unsynced   marker: a catalogue write failed (JSON, reason)
+    DIR/YYYY/MM/DD/<start uid>.unsynced   marker: not (fully) in a catalogue yet (JSON, reason)
 
 The date is the UTC date of the start document.  A run is *unsynced* while it has no
-``.synced`` marker; the ``.unsynced`` marker only records why.  While a run is being
+``.synced`` marker; the ``.unsynced`` marker records why.  Every run gets an
+``.unsynced`` marker at its start ("not uploaded to a catalogue yet"), replaced by
+``.synced`` once a catalogue holds it, so a run that never reached the catalogue (no
+catalogue, or a session that ended first) says so in the journal.  While a run is being
 written its file holds an exclusive ``flock``, so ``bluestem sync`` can tell a run in
 progress from one whose writer crashed (the kernel drops the lock with the process).
 """
@@ -35,6 +38,7 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 __all__ = [
+    "NOT_UPLOADED",
     "DocumentJournal",
     "JournalEncoder",
     "JournaledRun",
@@ -45,6 +49,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The reason a run's ``.unsynced`` marker gives from its start until a catalogue has it.
+NOT_UPLOADED = "not uploaded to a catalogue yet (bluestem sync uploads it)"
 
 
 class JournalEncoder(json.JSONEncoder):
@@ -129,6 +136,7 @@ class DocumentJournal:
             run = self._runs[doc["uid"]] = _OpenRun(path)
             self._write(run, name, doc)
             run.fsync()
+            mark_unsynced(path, NOT_UPLOADED)
             return
         uid = self._run_of(name, doc)
         run = self._runs.get(uid) if uid else None

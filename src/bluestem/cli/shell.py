@@ -53,6 +53,20 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         print("bluestem shell needs IPython: pip install ipython", file=sys.stderr)
         return 1
+    from bluestem.session.interactive import session_namespace
+
+    # The session first: a shell without RE is no use, so a session that cannot be built
+    # ends here, with its error and a non-zero status.
+    try:
+        namespace = session_namespace(os.environ.get("BLUESTEM_CONFIG") or None)
+    except Exception as exc:
+        print(f"bluestem shell: no session, not starting IPython: {type(exc).__name__}: "
+              f"{exc}", file=sys.stderr)  # fmt: skip
+        return 1
     extra = [a for a in args.ipython_args if a != "--"]
-    IPython.start_ipython(argv=["--profile-dir", str(profile), *extra])
+    try:
+        IPython.start_ipython(argv=["--profile-dir", str(profile), *extra], user_ns=namespace)
+    finally:
+        # Before the interpreter exits: the catalogue writer gets its bounded wait here.
+        namespace["session"].close_at_exit()
     return 0

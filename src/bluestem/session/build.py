@@ -36,6 +36,8 @@ class Session:
         Reduces every run whose start document has a reduction spec; its derived runs
         go to the journal and the catalogue.
     images : LiveImages or None
+    summary : RunSummary or None
+        Prints, after each run, its uid, file, derived run and how to read them.
     config : SessionConfig
     """
 
@@ -48,6 +50,7 @@ class Session:
     progress: Any = None
     live: Any = None
     images: Any = None
+    summary: Any = None
     config: SessionConfig | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -70,15 +73,55 @@ class Session:
         return {**plans, "RE": self.RE, "session": self, "catalog": self.catalog,
                 **self.devices}  # fmt: skip
 
-    def close(self, timeout: float | None = 60.0) -> None:
-        """Unsubscribe, flush the catalogue writer, close the journal (idempotent)."""
+    def close(self, timeout: float | None = None) -> str:
+        """Unsubscribe, wait for the catalogue writer (at most ``timeout`` s, default the
+        inventory's ``catalog.exit_timeout``), close the journal (idempotent).
+
+        Runs the catalogue did not get in time are marked in the journal (``.unsynced``,
+        with the reason) and named in the returned text, which says how to upload them
+        (``bluestem sync``); the text is empty when there is nothing to say.
+        """
+        if self.__dict__.get("_closed"):
+            return ""
+        self.__dict__["_closed"] = True
         for token in self.callbacks.values():
             self.RE.unsubscribe(token)
         self.callbacks.clear()
+        text = ""
         if self.writer is not None:
-            self.writer.close(timeout)
+            cat = (self.config.catalog if self.config else None) or {}
+            wait = cat.get("exit_timeout", 30.0) if timeout is None else timeout
+            flushed = self.writer.close(wait)
+            why = ("the session ended before the catalogue had it "
+                   f"(waited {wait:g} s for {cat.get('uri', 'the catalogue')})")  # fmt: skip
+            left = [] if flushed else self.writer.give_up_pending(why)
+            left += [u for u in self.writer.failures if u not in left]
+            text = _upload_advice(left, self.writer.failures, self.journal, cat)
         if self.journal is not None:
             self.journal.close()
+        return text
+
+    def close_at_exit(self) -> None:
+        """:meth:`close`, printing what it has to say (for ``atexit`` and the shell)."""
+        import sys
+
+        text = self.close()
+        if text:
+            print(text, file=sys.stderr, flush=True)
+
+
+def _upload_advice(uids: list[str], failures: dict, journal, catalog: dict) -> str:
+    """What a user must know about runs missing from the catalogue at the end."""
+    if not uids:
+        return ""
+    lines = [f"bluestem: {len(uids)} run(s) are NOT in the catalogue {catalog.get('uri', '')}:"]
+    lines += [f"  {uid}: {failures.get(uid, '?')}" for uid in uids]
+    if journal is not None:
+        lines.append(
+            f"  they are in the journal {journal.directory}; upload them with:\n"
+            f"  bluestem sync --journal {journal.directory} --catalog {catalog.get('uri', 'URI')}"
+        )
+    return "\n".join(lines)
 
 
 def _set_ca_env(ca: Mapping[str, str]) -> None:
@@ -104,15 +147,35 @@ def _connect(devices: dict, timeout: float) -> None:
             ) from None
 
 
-def _catalog_client(catalog: dict):
+# Longest a session's start waits for the catalogue: tiled's client retries a refused
+# connection for 45 s and waits 30 s for an answer, which must not hold up the session.
+CATALOG_START_TIMEOUT = 5.0
+
+
+def _catalog_client(catalog: dict, timeout: float = CATALOG_START_TIMEOUT):
+    """The catalogue client if the catalogue answers within ``timeout`` s, else None."""
+    import threading
+
     from tiled.client import from_uri
 
-    try:
-        return from_uri(catalog["uri"], api_key=catalog.get("api_key"))
-    except Exception as exc:  # the run goes on; the writer retries at each run
-        logger.warning("catalogue %s not reachable now (%s); runs go to the journal and are "
-                       "written when it answers", catalog["uri"], exc)  # fmt: skip
-        return None
+    found: dict = {}
+
+    def connect():
+        try:
+            found["client"] = from_uri(catalog["uri"], api_key=catalog.get("api_key"))
+        except Exception as exc:
+            found["error"] = exc
+
+    thread = threading.Thread(target=connect, name="bluestem-catalog-connect", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "client" in found:
+        return found["client"]
+    why = found.get("error") or f"no answer within {timeout:g} s"
+    # The runs go on; the writer tries again at each run.
+    logger.warning("catalogue %s not reachable now (%s); runs go to the journal and are "
+                   "written when it answers", catalog["uri"], why)  # fmt: skip
+    return None
 
 
 def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) -> Session:
@@ -124,7 +187,10 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
     ``baseline:`` devices (default: every device that is not a flyer, i.e. has no
     ``kickoff``), and subscribes, in this order, the
     document journal, the resilient catalogue writer, the progress bar, the live
-    reduction and the live images (``live:``).
+    reduction (its kernels compiled first, for the detectors' frame types) and the live
+    images (``live:``) and the run summary. The RunEngine is
+    :class:`bluestem.session.engine.RunEngine` (a reason on every run that is not a
+    success) and the baseline is :class:`bluestem.session.baseline.Baseline`.
 
     Parameters
     ----------
@@ -144,11 +210,11 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
     _set_ca_env(cfg.ca)
 
     import ophyd
-    from bluesky import RunEngine
-    from bluesky.preprocessors import SupplementalData
 
     from bluestem.callbacks import DocumentJournal, ResilientTiledWriter
     from bluestem.callbacks.progress import ProgressBar
+    from bluestem.session.baseline import Baseline
+    from bluestem.session.engine import RunEngine
 
     ophyd.set_cl("caproto")
     devices = {s.name: s.cls(s.prefix, name=s.name, **s.kwargs) for s in cfg.devices}
@@ -156,11 +222,12 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
         _connect(devices, cfg.connect_timeout)
 
     RE = RunEngine({})
+    RE.record_interruptions = True  # pauses and resumes on record: stream "interruptions"
     RE.md.update(cfg.metadata)
     base = ([devices[n] for n in cfg.baseline] if cfg.baseline is not None
             else [d for d in devices.values() if not hasattr(d, "kickoff")])  # fmt: skip
     if base:
-        RE.preprocessors.append(SupplementalData(baseline=base))
+        RE.preprocessors.append(Baseline(base))
 
     session = Session(RE=RE, devices=devices, config=cfg)
     journal_dir = cfg.journal_dir or (cfg.data_root / "journal" if cfg.data_root else None)
@@ -184,7 +251,34 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
         session.progress = ProgressBar(detectors=detectors)
         session.callbacks["progress"] = RE.subscribe(session.progress)
     _subscribe_live(session, cfg.live)
+    _subscribe_summary(session, cfg)
     return session
+
+
+def _subscribe_summary(session: Session, cfg: SessionConfig) -> None:
+    """The after-run summary, last: it also receives the derived runs (a live sink)."""
+    from bluestem.callbacks.summary import RunSummary
+
+    cat = cfg.catalog or {}
+    journal = session.journal.directory if session.journal is not None else None
+    session.summary = RunSummary(catalog_uri=cat.get("uri"), journal_dir=journal)
+    session.callbacks["summary"] = session.RE.subscribe(session.summary)
+    if session.live is not None:
+        session.live.sinks.append(session.summary)
+
+
+def _frame_dtypes(devices: dict) -> list:
+    """The frame dtype of every connected detector (``cam.dtype()``), else uint16."""
+    import numpy as np
+
+    found = []
+    for device in devices.values():
+        try:
+            if getattr(device, "connected", False) and hasattr(device, "cam"):
+                found.append(np.dtype(device.cam.dtype()))
+        except Exception:  # not a detector of ours, or no answer: nothing to warm
+            continue
+    return found or [np.dtype(np.uint16)]
 
 
 def _subscribe_live(session: Session, live: Mapping[str, Any]) -> None:
@@ -196,6 +290,8 @@ def _subscribe_live(session: Session, live: Mapping[str, Any]) -> None:
 
     sinks = [s for s in (session.journal, session.writer) if s is not None]
     session.live = LiveReduction(sinks, verify=live["verify"])
+    # Compile the kernels for the detectors' frame types now, not during the first scan.
+    session.live.warm_up(_frame_dtypes(session.devices))
     session.callbacks["live"] = session.RE.subscribe(session.live)
     images, out_dir = live["images"], live["out_dir"]
     if images == "auto":

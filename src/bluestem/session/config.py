@@ -20,7 +20,7 @@ __all__ = ["DeviceSpec", "SessionConfig", "expand_env", "load_config"]
 TOP_KEYS = ("devices", "data_root", "journal_dir", "catalog", "metadata", "ca", "baseline",
             "connect_timeout", "progress", "namespace", "live")  # fmt: skip
 DEVICE_KEYS = ("class", "prefix", "name")
-CATALOG_KEYS = ("uri", "api_key", "batch_size")
+CATALOG_KEYS = ("uri", "api_key", "batch_size", "exit_timeout")
 LIVE_KEYS = ("reduce", "images", "out_dir", "verify")
 LIVE_IMAGES = (True, False, "auto")
 CA_KEYS = {
@@ -226,6 +226,13 @@ def load_config(config: Mapping | str | os.PathLike) -> SessionConfig:
         if not uri.startswith(("http://", "https://")):
             raise ValueError(f"catalog.uri={uri!r}: allowed an http:// or https:// URI")
         catalog = dict(catalog)
+        wait = catalog.get("exit_timeout", 30.0)
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= 3600:
+            raise ValueError(
+                f"catalog.exit_timeout={wait!r}: allowed a number of seconds in [0, 3600] "
+                "(how long the end of a session waits for the catalogue)"
+            )
+        catalog["exit_timeout"] = float(wait)
 
     metadata = raw.get("metadata") or {}
     if not isinstance(metadata, Mapping):
