@@ -39,7 +39,9 @@ def sequence() -> list[tuple[str, str]]:
 def script(blocks, work: Path, replace) -> str:
     """The page's steps as one bash script writing its outputs under ``work``; every
     text goes through ``replace`` (the substitutions of the module docstring)."""
-    lines = ["set -eo pipefail"]
+    # Not on the page: whatever happens, the servers the steps started in the background
+    # are stopped when the script ends (a failing step must not leave them running).
+    lines = ["set -eo pipefail", "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT"]
     shell_at = None
     for kind, body in blocks:
         if kind == "bash":
