@@ -19,6 +19,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bluestem.procs import ca_environment, free_port
@@ -62,6 +63,18 @@ def script(blocks, work: Path, replace) -> str:
             (work / "read.py").write_text(replace(body))
             lines.append(f"python {work}/read.py > {work}/read.out")
     return replace("\n".join(lines) + "\n")
+
+
+def derived_image(journal: Path, parent: str, name: str) -> np.ndarray:
+    """Image ``name`` of the derived run of ``parent``, from the session's journal."""
+    from bluestem.callbacks import find_runs
+
+    for run in find_runs(journal):
+        docs = list(run.documents())
+        if docs[0][1].get("parent_uid") == parent and docs[0][1]["reduction_mode"] == "live":
+            (event,) = [d for n, d in docs if n == "event"]
+            return np.asarray(event["data"][name], dtype=np.float64)
+    raise AssertionError(f"no live derived run of {parent} in {journal}")
 
 
 def test_the_getting_started_sequence_works_as_written(tmp_path, ca_env):
@@ -109,6 +122,18 @@ def test_the_getting_started_sequence_works_as_written(tmp_path, ca_env):
     read = (work / "read.out").read_text().splitlines()
     assert read[0] == "[64, 64] success"
     assert read[1].startswith("(64, 64, 128, 128) (128, 128) ") and int(read[1].split()[-1]) > 0
+    # The page's first raster shows the lattice: the dark field's strongest spatial
+    # frequency is a reciprocal-lattice vector of SrTiO3, (h, k) fov / a with
+    # fov / a = 2 nm / 0.3905 nm = 5.12 cycles across the field, far above the noise.
+    assert "warning" not in shell  # its step samples the lattice
+    adf = derived_image(root / "journal", uid, "adf")
+    power = np.abs(np.fft.fft2(adf - adf.mean())) ** 2
+    peak = np.unravel_index(np.argmax(power), power.shape)
+    cycles = np.array([k if k <= n // 2 else k - n for k, n in zip(peak, adf.shape,
+                                                                    strict=True)])  # fmt: skip
+    hk = cycles / (2.0 / 0.3905)
+    assert np.abs(hk - np.round(hk)).max() * (2.0 / 0.3905) <= 1.0, cycles  # within a bin
+    assert power.max() > 10 * np.median(power)
     # Both servers were stopped by the last step and exited cleanly.
     assert "bluestem catalogue stopped (SIGTERM)" in (root / "serve.log").read_text()
     assert (work / "shell.err").read_text().count("NOT in the catalogue") == 0
