@@ -45,6 +45,15 @@ def test_abort_without_a_reason_records_one(RE):
     assert stop["exit_status"] == "abort" and stop["reason"] == ABORTED
 
 
+def test_an_abort_asked_for_is_logged_without_a_traceback(RE, caplog):
+    pause_soon(RE)
+    with pytest.raises(RunEngineInterrupted):
+        RE(slow_run())
+    RE.abort()
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("Run aborted")]
+    assert record.exc_info is None and "RequestAbort: as requested" in record.getMessage()
+
+
 def test_abort_keeps_the_reason_given(RE):
     pause_soon(RE)
     with pytest.raises(RunEngineInterrupted):

@@ -9,7 +9,11 @@ given; the run's exit status is bluesky's own.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from bluesky import RunEngine as _RunEngine
+from bluesky.utils import FailedPause, PlanHalt, RequestAbort
 
 __all__ = ["ABORTED", "HALTED", "NOT_RESUMABLE", "STOPPED", "RunEngine"]
 
@@ -19,12 +23,33 @@ HALTED = "halted (RE.halt(), or an interrupt forced a halt): the plan did not cl
 NOT_RESUMABLE = "a pause was requested but this plan cannot be resumed: aborted"
 
 
+# Interruptions an operator asked for: bluesky logs each with a full traceback ("Run
+# aborted"), which at the console reads as a crash. Failures keep theirs.
+_ASKED_FOR = (RequestAbort, PlanHalt, FailedPause, asyncio.CancelledError)
+
+
+class _NoTracebackForRequests(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(getattr(record, "RE", None), RunEngine) and isinstance(exc, _ASKED_FOR):
+            record.exc_info, record.exc_text = None, None
+            record.msg = f"{record.msg} ({type(exc).__name__}: as requested)"
+        return True
+
+
 class RunEngine(_RunEngine):
     """bluesky's RunEngine; every run that is aborted, halted or stopped says why.
 
     Also: each call starts rewindable (a halted fly scan cannot leave replay switched off
-    for the next plan).
+    for the next plan), and an abort the operator asked for is logged without bluesky's
+    traceback.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        log = logging.getLogger("bluesky")
+        if not any(isinstance(f, _NoTracebackForRequests) for f in log.filters):
+            log.addFilter(_NoTracebackForRequests())
 
     def __call__(self, *args, **kwargs):
         if self.state == "idle":
