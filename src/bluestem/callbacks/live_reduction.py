@@ -30,7 +30,7 @@ import numpy as np
 from event_model import DocumentRouter
 
 from bluestem.callbacks.derived_run import add_dpc, derived_run_documents, final_images
-from bluestem.callbacks.reduction_blocks import Block, LocalBlocks
+from bluestem.callbacks.reduction_blocks import Block, LocalBlocks, covered, frames_in
 
 __all__ = ["LiveReduction"]
 
@@ -159,17 +159,10 @@ class LiveReduction(DocumentRouter):
         return time.perf_counter() - t0
 
     def _warm(self, dtype: np.dtype) -> None:
-        if dtype in self._warmed:
-            return
-        from bluestem.frames._fletcher import fletcher32_u8
-        from bluestem.reduce import DTYPES, Reducer, ReductionSpec
+        from bluestem.reduce.warm import compile_kernels  # numba: when used, not at import
 
-        if dtype not in DTYPES:
-            return  # refused later, with its reason, by the reducer itself
-        frames = np.ones((8, 16, 16), dtype=dtype)
-        Reducer(ReductionSpec.default((16, 16)), (1, 8)).add(0, frames)
-        fletcher32_u8(frames.view(np.uint8).ravel())
-        self._warmed.add(dtype)
+        if dtype not in self._warmed and compile_kernels(dtype):
+            self._warmed.add(dtype)
 
     # -- documents (RunEngine thread) -------------------------------------------------
     def start(self, doc):
@@ -310,7 +303,7 @@ class LiveReduction(DocumentRouter):
             )  # fmt: skip
         self.result = {"images": images, "dpc": dpc}
         self._last = self._view(run, images)
-        frames = {"reduced": reducer.count, "announced": _count(run["announced"])}
+        frames = {"reduced": reducer.count, "announced": frames_in(run["announced"])}
         docs = derived_run_documents(
             run["start"], run["spec"], images, dpc=dpc, mode=self.mode,
             metadata={"frames": frames}, parent_stop=doc,
@@ -326,7 +319,7 @@ class LiveReduction(DocumentRouter):
         Reading ahead in the file (``follow``) reduces frames before their announcement;
         a run cut off without announcing them (a halt, a lost IOC) must not have them in
         its derived run. Then the announced blocks are reduced again, alone (rare)."""
-        announced = _positions(run["announced"], reducer.filled.size)
+        announced = covered(run["announced"], reducer.filled.size)
         extra = reducer.filled.ravel() & ~announced
         if not extra.any() or not isinstance(run["blocks"], LocalBlocks):
             return reducer
@@ -423,15 +416,3 @@ class LiveReduction(DocumentRouter):
             "frames": self._frames,
             "total": ny * nx,
         }
-
-
-def _positions(blocks: list[Block], size: int) -> np.ndarray:
-    """Flat bool mask of the scan positions the blocks cover."""
-    mask = np.zeros(size, dtype=bool)
-    for block in blocks:
-        mask[block.position : block.position + block.count] = True
-    return mask
-
-
-def _count(blocks: list[Block]) -> int:
-    return sum(block.count for block in blocks)

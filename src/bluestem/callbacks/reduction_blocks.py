@@ -16,7 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Block", "DaskBlocks", "LocalBlocks", "open_reader", "received_runs", "reduce_range"]
+__all__ = [
+    "Block",
+    "DaskBlocks",
+    "LocalBlocks",
+    "covered",
+    "frames_in",
+    "open_reader",
+    "received_runs",
+    "reduce_range",
+]
 
 # Frames of one read in the local path: whole chunks, a few MiB, so the snapshot the live
 # images see advances smoothly within a big block.
@@ -45,6 +54,19 @@ class Block:
     position: int
     received_at: float = 0.0
     datum: str = ""  # the announcing stream_datum's uid
+
+
+def covered(blocks, size: int) -> np.ndarray:
+    """Flat bool mask of the ``size`` scan positions the ``blocks`` cover."""
+    mask = np.zeros(size, dtype=bool)
+    for block in blocks:
+        mask[block.position : block.position + block.count] = True
+    return mask
+
+
+def frames_in(blocks) -> int:
+    """Frames the ``blocks`` announce."""
+    return sum(block.count for block in blocks)
 
 
 def received_runs(received: np.ndarray) -> list[tuple[int, int]]:
