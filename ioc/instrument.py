@@ -364,8 +364,8 @@ class Instrument(SettingsGroup):
             # discarded): captured + dropped is then the visited extent the session
             # announces, and the received map says which of those frames exist.
             written = snap.summary.frames_written if snap.summary is not None else snap.written
-            dropped = max(snap.dropped, snap.produced - int(written))
-            await self._finish_file(snap.summary, dropped=dropped, error=error)
+            await self._finish_file(snap.summary, dropped=snap.produced - int(written),
+                                    error=error)  # fmt: skip
         await self.cam.acquire.write(0, verify_value=False)
         await self.cam.acquire_rbv.write(0)
         cam_state = {"fault": "Error", "aborted": "Aborted"}.get(snap.state, "Idle")

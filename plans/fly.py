@@ -74,12 +74,9 @@ def wait_status(status, timeout: float | None = None) -> MsgGenerator[None]:
     _raise_if_failed(status)
 
 
-def rewindable(flag: bool) -> MsgGenerator[bool]:
-    """Allow (True) or forbid (False) the RunEngine to replay messages on resume; returns
-    the previous setting."""
-    previous = yield Msg("rewindable", None, None)
+def rewindable(flag: bool) -> MsgGenerator[None]:
+    """Allow (True) or forbid (False) the RunEngine to replay messages on resume."""
     yield Msg("rewindable", None, bool(flag))
-    return bool(previous)
 
 
 def collect_until_complete(detector, *, stream: str, flush_period: float) -> MsgGenerator[None]:

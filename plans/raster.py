@@ -3,6 +3,7 @@ step scan (one trigger per beam position, for slow detectors)."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -109,12 +110,12 @@ def configured_run(
     return uid
 
 
-def _cleanup(detector, scan, rewind: bool = True) -> MsgGenerator[None]:
+def _cleanup(detector, scan) -> MsgGenerator[None]:
     """Always: end a scan still running and disarm the detector (no-ops when done), and
     let the RunEngine replay messages on resume again (the fly section forbids it)."""
     yield from bps.stop(scan)
     yield from bps.stop(detector)
-    yield from rewindable(rewind)
+    yield from rewindable(True)
 
 
 def _plan_md(plan_name: str, args: dict, detector, scan, microscope, md) -> dict:
@@ -207,9 +208,7 @@ def raster(
     def state():
         return _with_reduction(instrument_state(detector, scan, microscope), reduction, stem)
 
-    def interrupted():
-        yield from end_acquisition(detector, scan, stream="primary")
-
+    interrupted = functools.partial(end_acquisition, detector, scan, stream="primary")
     run = configured_run(configure, state, meta, body, interrupted)
     return (
         yield from bpp.finalize_wrapper(

@@ -140,11 +140,10 @@ class ResilientTiledWriter:
         done = set(self.synced) | set(self.failures)
         return [uid for uid in self.runs if uid not in done]
 
-    def give_up_pending(self, reason: str) -> list[str]:
+    def give_up_pending(self, reason: str) -> None:
         """Record every :meth:`pending` run as not uploaded, with ``reason`` (journal
-        ``.unsynced`` markers and :attr:`failures`); returns their uids."""
-        left = self.pending()
-        for uid in left:
+        ``.unsynced`` markers and :attr:`failures`)."""
+        for uid in self.pending():
             self.failures[uid] = reason
             self._given_up.add(uid)
             path = self.runs.get(uid)
@@ -153,7 +152,6 @@ class ResilientTiledWriter:
                     mark_unsynced(path, reason)
                 except OSError:
                     logger.exception("catalogue writer: could not mark %s unsynced", uid)
-        return left
 
     # -- worker side --------------------------------------------------------------------
     def _ensure_thread(self) -> None:

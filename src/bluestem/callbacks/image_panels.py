@@ -28,6 +28,7 @@ __all__ = [
     "panel_figures",
     "scale_bar",
     "scale_from_calibration",
+    "usable_calibration",
 ]
 
 NAMES = {"bf": "bright field", "adf": "annular dark field", "com": "centre of mass",
@@ -107,6 +108,16 @@ def scale_from_calibration(calibration: Mapping | None):
                              "finite mrad per detector pixel > 0")  # fmt: skip
         angle = float(angle)
     return step, angle
+
+
+def usable_calibration(calibration) -> tuple[Mapping | None, str | None]:
+    """``(calibration, None)`` when it can scale the images, else ``(None, why)``: the
+    images are then drawn in pixels and scan steps, and the caller says why."""
+    try:
+        scale_from_calibration(calibration)
+    except ValueError as exc:
+        return None, str(exc)
+    return calibration, None
 
 
 def _is_real(value) -> bool:

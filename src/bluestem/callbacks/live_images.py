@@ -26,6 +26,7 @@ from bluestem.callbacks.image_panels import (
     outline_masks,
     scale_bar,
     scale_from_calibration,
+    usable_calibration,
 )
 
 __all__ = ["PANELS", "ImageSource", "LiveImages", "com_to_rgba", "save_image_pngs"]
@@ -237,7 +238,9 @@ class LiveImages:
                 self.uid, self.draws, self.saved, self.error = doc.get("uid"), 0, [], None
                 self._last = -np.inf
                 # The raw start document holds the scale; the snapshot does not.
-                self.calibration = doc.get("calibration")
+                self.calibration, why = usable_calibration(doc.get("calibration"))
+                if why:
+                    log.warning("run %s: images without a scale: %s", self.uid, why)
                 self.centre = (doc.get("reduction") or {}).get("centre")
                 self._derived_before = getattr(self.source, "derived_uid", None)
             final = name == "stop"
@@ -318,10 +321,7 @@ class LiveImages:
     def _keys(self, panel: str, ax, data) -> None:
         """What makes a saved live figure readable too: a colour bar with its unit, and a
         scale bar on scan images (the per-panel PNGs have the full treatment)."""
-        try:
-            step, _ = scale_from_calibration(self.calibration)
-        except ValueError:
-            step = None
+        step, _ = scale_from_calibration(self.calibration)  # checked at the start
         if panel in UNITS:
             unit = UNITS[panel].format(d="nm" if step else "scan step")
             colour_bar(self.figure, self._artists[panel], ax, unit)
@@ -371,15 +371,9 @@ class LiveImages:
         derived = getattr(self.source, "derived_uid", None)
         # Unchanged since the start: this run made no derived run (the last one is older).
         derived = None if derived == self._derived_before else derived
-        calibration = self.calibration
-        try:
-            scale_from_calibration(calibration)
-        except ValueError as exc:
-            log.warning("run %s: PNGs without a scale: %s", tag, exc)
-            calibration = None
         self.saved = save_image_pngs(
             images, self.out_dir, tag, masks, latest, com_offset=self.com_offset,
-            calibration=calibration, centre=self.centre, run_uid=uid,
+            calibration=self.calibration, centre=self.centre, run_uid=uid,
             derived_uid=derived,
         )  # fmt: skip
         if self.figure is not None:

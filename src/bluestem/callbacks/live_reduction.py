@@ -161,7 +161,10 @@ class LiveReduction(DocumentRouter):
     def _warm(self, dtype: np.dtype) -> None:
         from bluestem.reduce.warm import compile_kernels  # numba: when used, not at import
 
-        if dtype not in self._warmed and compile_kernels(dtype):
+        if dtype in self._warmed:
+            return
+        logger.info("compiling the reduction kernels for %s frames", dtype)
+        if compile_kernels(dtype):
             self._warmed.add(dtype)
 
     # -- documents (RunEngine thread) -------------------------------------------------
@@ -225,10 +228,7 @@ class LiveReduction(DocumentRouter):
 
     def _warm_quietly(self, dtype_str: str) -> None:
         try:
-            dtype = np.dtype(dtype_str)
-            if dtype not in self._warmed:
-                logger.info("compiling the reduction kernels for %s frames", dtype)
-                self._warm(dtype)
+            self._warm(np.dtype(dtype_str))
         except Exception as exc:  # the reducer reports a real problem when it meets it
             logger.warning("could not compile the kernels for %r: %s", dtype_str, exc)
 

@@ -12,6 +12,7 @@ too: the derived run's documents then reach it before the raw run's stop documen
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, TextIO
 
@@ -23,6 +24,10 @@ RASTERS = ("raster", "step_raster")
 
 def _path(uri: str) -> str:
     return uri.split("file://localhost", 1)[-1] if uri.startswith("file://") else uri
+
+
+def _dir(files: list[str]) -> str:
+    return os.path.dirname(files[0])
 
 
 class RunSummary:
@@ -56,7 +61,6 @@ class RunSummary:
         self.lines: list[str] = []
         self._runs: dict[str, dict[str, Any]] = {}
         self._derived: dict[str, dict[str, Any]] = {}  # parent uid -> derived start
-        self._resources: dict[str, str] = {}  # stream_resource uid -> run uid
         self._sampling: dict[str, list[str]] = {}  # run uid -> undersampling warnings
 
     def __call__(self, name: str, doc: dict) -> None:
@@ -64,14 +68,10 @@ class RunSummary:
             if doc.get("parent_uid"):
                 self._derived[doc["parent_uid"]] = doc
             else:
-                self._runs[doc["uid"]] = {"start": doc, "files": [], "rows": 0}
+                self._runs[doc["uid"]] = {"start": doc, "files": []}
                 self._check_sampling(doc)
         elif name == "stream_resource" and doc.get("run_start") in self._runs:
             self._runs[doc["run_start"]]["files"].append(_path(doc["uri"]))
-            self._resources[doc["uid"]] = doc["run_start"]
-        elif name == "stream_datum" and doc.get("stream_resource") in self._resources:
-            run = self._runs[self._resources[doc["stream_resource"]]]
-            run["rows"] += doc["indices"]["stop"] - doc["indices"]["start"]
         elif name == "stop" and doc.get("run_start") in self._runs:
             self._report(self._runs.pop(doc["run_start"]), doc)
 
@@ -93,12 +93,10 @@ class RunSummary:
         status = stop.get("exit_status", "?")
         why = f" ({stop['reason']})" if stop.get("reason") and status != "success" else ""
         files = sorted(set(run["files"]))
-        where = files[0] if len(files) == 1 else f"{len(files)} files in "
-        if len(files) > 1:
-            where += str(sorted({f.rsplit("/", 1)[0] for f in files})[0])
+        where = files[0] if len(files) == 1 else f"{len(files)} files in {_dir(files)}"
         what = f"{start.get('plan_name', 'run')} {uid} {status}{why}"
         if files:
-            events = stop.get("num_events", {}).get("primary", run["rows"])
+            events = stop.get("num_events", {}).get("primary", 0)
             what += f": {events} event(s) of frames in {where}"
         derived = self._derived.pop(uid, None)
         if derived is not None:

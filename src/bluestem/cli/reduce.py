@@ -19,14 +19,12 @@ MAX_MATCHES = 100  # uids fetched for a prefix: enough to list an ambiguous one
 
 def _calibration(start: dict) -> dict | None:
     """The raw run's calibration, or None (and a warning) when it cannot scale a PNG."""
-    from bluestem.callbacks.image_panels import scale_from_calibration
+    from bluestem.callbacks.image_panels import usable_calibration
 
-    try:
-        scale_from_calibration(start.get("calibration"))
-    except ValueError as exc:
-        print(f"warning: PNGs without a scale: {exc}", file=sys.stderr)
-        return None
-    return start.get("calibration")
+    calibration, why = usable_calibration(start.get("calibration"))
+    if why:
+        print(f"warning: PNGs without a scale: {why}", file=sys.stderr)
+    return calibration
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

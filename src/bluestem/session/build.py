@@ -91,12 +91,13 @@ class Session:
         if self.writer is not None:
             cat = (self.config.catalog if self.config else None) or {}
             wait = cat.get("exit_timeout", 30.0) if timeout is None else timeout
-            flushed = self.writer.close(wait)
-            why = ("the session ended before the catalogue had it "
-                   f"(waited {wait:g} s for {cat.get('uri', 'the catalogue')})")  # fmt: skip
-            left = [] if flushed else self.writer.give_up_pending(why)
-            left += [u for u in self.writer.failures if u not in left]
-            text = _upload_advice(left, self.writer.failures, self.journal, cat)
+            if not self.writer.close(wait):
+                self.writer.give_up_pending(
+                    "the session ended before the catalogue had it "
+                    f"(waited {wait:g} s for {cat.get('uri', 'the catalogue')})"
+                )
+            # Every run given up on, now or during the session, with its reason.
+            text = _upload_advice(self.writer.failures, self.journal, cat)
         if self.journal is not None:
             self.journal.close()
         return text
@@ -110,12 +111,14 @@ class Session:
             print(text, file=sys.stderr, flush=True)
 
 
-def _upload_advice(uids: list[str], failures: dict, journal, catalog: dict) -> str:
-    """What a user must know about runs missing from the catalogue at the end."""
-    if not uids:
+def _upload_advice(failures: dict, journal, catalog: dict) -> str:
+    """What a user must know about runs missing from the catalogue at the end
+    (``failures``: uid -> why)."""
+    if not failures:
         return ""
-    lines = [f"bluestem: {len(uids)} run(s) are NOT in the catalogue {catalog.get('uri', '')}:"]
-    lines += [f"  {uid}: {failures.get(uid, '?')}" for uid in uids]
+    lines = [f"bluestem: {len(failures)} run(s) are NOT in the catalogue "
+             f"{catalog.get('uri', '')}:"]  # fmt: skip
+    lines += [f"  {uid}: {why}" for uid, why in failures.items()]
     if journal is not None:
         lines.append(
             f"  they are in the journal {journal.directory}; upload them with:\n"
