@@ -117,3 +117,11 @@ def test_the_period_can_be_given_and_unknown_samples_are_not_judged():
     assert lattice_period_nm({"sample": "x", "lattice_period_nm": 1.5})[0] == 1.5
     (text,) = sampling_problems({"lattice_period_nm": 1.5, "scan": {"step": [1.0, 1.0]}})
     assert "lattice_period_nm = 1.5 nm" in text
+
+
+def test_a_run_that_wrote_no_file_is_summarised_too():
+    """A configuration that failed: start and stop, no stream resource."""
+    summary = RunSummary(stream=io.StringIO())
+    start, docs = raw_run(status="fail", reason="configuration failed: PutRefused: ...")
+    feed(summary, [docs[0], docs[-1]])
+    assert summary.lines == [f"raster {start['uid']} fail (configuration failed: PutRefused: ...)"]

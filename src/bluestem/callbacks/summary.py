@@ -93,9 +93,9 @@ class RunSummary:
         status = stop.get("exit_status", "?")
         why = f" ({stop['reason']})" if stop.get("reason") and status != "success" else ""
         files = sorted(set(run["files"]))
-        where = files[0] if len(files) == 1 else f"{len(files)} files in {_dir(files)}"
         what = f"{start.get('plan_name', 'run')} {uid} {status}{why}"
         if files:
+            where = files[0] if len(files) == 1 else f"{len(files)} files in {_dir(files)}"
             events = stop.get("num_events", {}).get("primary", 0)
             what += f": {events} event(s) of frames in {where}"
         derived = self._derived.pop(uid, None)
