@@ -2,7 +2,7 @@
 
 One engine runs one acquisition.  Its thread renders a block of frames at a time (the twin
 releases the GIL), paces them at the dwell / acquire period (unless ``period`` is 0: as fast
-as the frame path allows), applies the fault plan (dropped frames are never submitted and
+as the frame path allows), applies the fault schedule (dropped frames are never submitted and
 are counted; late frames are submitted after their delay, out of order) and submits them to
 the sink (a :class:`bluestem.frames.FrameWriter`; its bounded queue provides backpressure,
 so no frame is ever lost silently).  The asyncio side only starts and stops the engine and
@@ -11,26 +11,26 @@ reads :meth:`AcquisitionEngine.snapshot`, which is safe from any thread.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 import numpy as np
 
+from .threads import lower_thread_priority
+
 __all__ = [
     "AcquisitionEngine",
     "EngineSnapshot",
-    "FramePlan",
+    "EngineState",
+    "FrameSchedule",
     "FrameSink",
-    "lower_thread_priority",
-    "run_in_background_thread",
 ]
 
 # Bytes of frames rendered per block: big enough that per-block Python overhead is
@@ -38,38 +38,6 @@ __all__ = [
 BLOCK_BYTES = 8 * 1024**2
 # Longest a paced block may take, so progress and Stop stay responsive at slow dwells.
 BLOCK_SECONDS = 0.1
-
-
-# Niceness of the frame-path threads: on a machine with fewer cores than busy threads the
-# kernel then runs the asyncio thread first, so puts stay responsive at full frame rate.
-FRAME_PATH_NICE = 10
-
-
-def lower_thread_priority(nice: int = FRAME_PATH_NICE) -> None:
-    """Lower the calling thread's scheduling priority (Linux: per thread; threads it
-    starts inherit it).  Best effort: silently ignored where unsupported."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-
-
-def run_in_background_thread(func: Callable[[], Any]) -> Any:
-    """Call ``func`` in a fresh low-priority thread and wait for it: threads ``func``
-    starts (e.g. a writer's) inherit the low priority.  Blocking: use from a thread."""
-    result: dict[str, Any] = {}
-
-    def target():
-        lower_thread_priority()
-        try:
-            result["value"] = func()
-        except BaseException as exc:
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name="bluestem-frame-path-start")
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
 
 
 class FrameSink(Protocol):
@@ -83,7 +51,7 @@ class FrameSink(Protocol):
 
 
 @dataclass(frozen=True)
-class FramePlan:
+class FrameSchedule:
     """When and how many frames one acquisition produces.
 
     Parameters
@@ -124,15 +92,31 @@ class FramePlan:
         return count * self.period + rows * self.flyback
 
 
+class EngineState(StrEnum):
+    """Where an engine is: the first three while it runs, the last four once finished."""
+
+    IDLE = "idle"
+    RUNNING = "running"
+    PAUSED = "paused"
+    DONE = "done"
+    STOPPED = "stopped"
+    ABORTED = "aborted"
+    FAULT = "fault"
+
+
+FINISHED = frozenset({EngineState.DONE, EngineState.STOPPED, EngineState.ABORTED,
+                      EngineState.FAULT})  # fmt: skip
+
+
 @dataclass(frozen=True)
 class EngineSnapshot:
     """A consistent copy of the engine's counters (see :meth:`AcquisitionEngine.snapshot`)."""
 
-    state: str  # "idle", "running", "paused", "done", "stopped", "aborted", "fault"
+    state: EngineState
     produced: int  # beam positions visited (frames rendered or dropped)
     submitted: int  # frames handed to the sink
     written: int  # frames the sink has written
-    dropped: int  # frames the fault plan dropped
+    dropped: int  # frames the fault schedule dropped
     late_pending: int
     n_frames: int
     error: BaseException | None = None
@@ -140,16 +124,18 @@ class EngineSnapshot:
 
     @property
     def finished(self) -> bool:
-        return self.state in ("done", "stopped", "aborted", "fault")
+        """True once the engine has ended (its sink closed or aborted)."""
+        return self.state in FINISHED
 
     @property
     def progress(self) -> float:
+        """Percent of the positions visited."""
         return 100.0 * self.produced / self.n_frames if self.n_frames else 100.0
 
 
 @dataclass
 class _Counters:
-    state: str = "idle"
+    state: EngineState = EngineState.IDLE
     produced: int = 0
     submitted: int = 0
     dropped: int = 0
@@ -175,7 +161,7 @@ class AcquisitionEngine:
         for different ranges and release the GIL, as the twin's does).
     sink : FrameSink or None
         Where frames go; None to discard them (detector acquiring without capture).
-    plan : FramePlan
+    schedule : FrameSchedule
     dropped : set of int
         Flat indices never delivered.
     late : mapping int -> float
@@ -186,7 +172,7 @@ class AcquisitionEngine:
         self,
         render: Callable[[int, int], np.ndarray] | None,
         sink: FrameSink | None,
-        plan: FramePlan,
+        schedule: FrameSchedule,
         *,
         prepare: Callable[[], Callable[[int, int], np.ndarray]] | None = None,
         render_threads: int = 1,
@@ -198,9 +184,9 @@ class AcquisitionEngine:
         self.prepare = prepare
         self.render_threads = max(1, int(render_threads))
         self.sink = sink
-        self.plan = plan
-        self.dropped = frozenset(i for i in dropped if 0 <= i < plan.n_frames)
-        self.late = {i: float(d) for i, d in (late or {}).items() if 0 <= i < plan.n_frames}
+        self.schedule = schedule
+        self.dropped = frozenset(i for i in dropped if 0 <= i < schedule.n_frames)
+        self.late = {i: float(d) for i, d in (late or {}).items() if 0 <= i < schedule.n_frames}
         self._clock = clock
         self._lock = threading.Lock()
         self._c = _Counters()
@@ -214,7 +200,7 @@ class AcquisitionEngine:
     def start(self) -> None:
         """Start the engine thread."""
         with self._lock:
-            self._c.state = "running"
+            self._c.state = EngineState.RUNNING
         self._thread = threading.Thread(target=self._run, name="bluestem-acquire", daemon=True)
         self._thread.start()
 
@@ -260,7 +246,7 @@ class AcquisitionEngine:
                 written=written if sink is not None else c.submitted,
                 dropped=c.dropped,
                 late_pending=c.late_pending,
-                n_frames=self.plan.n_frames,
+                n_frames=self.schedule.n_frames,
                 error=c.error,
                 summary=c.summary,
             )
@@ -268,27 +254,28 @@ class AcquisitionEngine:
     # -- the thread ------------------------------------------------------------------
     def _run(self) -> None:
         lower_thread_priority()
-        final = "done"
+        final = EngineState.DONE
         try:
             if self.prepare is not None:
                 self.render = self.prepare()
             with ThreadPoolExecutor(self.render_threads, "bluestem-render") as pool:
                 self._produce(pool)
             if self._abort.is_set():
-                final = "aborted"
+                final = EngineState.ABORTED
             else:
                 self._flush_late(wait=not self._stop.is_set())
-                final = "stopped" if self._stop.is_set() else "done"
+                final = EngineState.STOPPED if self._stop.is_set() else EngineState.DONE
         except BaseException as exc:  # the error is reported through the snapshot
-            final = "fault"
+            final = EngineState.FAULT
             with self._lock:
                 self._c.error = exc
         summary = None
         try:
             if self.sink is not None:
-                summary = self.sink.abort() if final in ("aborted", "fault") else self.sink.close()
+                failed = final in (EngineState.ABORTED, EngineState.FAULT)
+                summary = self.sink.abort() if failed else self.sink.close()
         except BaseException as exc:
-            final = "fault"
+            final = EngineState.FAULT
             with self._lock:
                 self._c.error = self._c.error or exc
         with self._lock:
@@ -306,27 +293,27 @@ class AcquisitionEngine:
         return np.concatenate(blocks)
 
     def _produce(self, pool: ThreadPoolExecutor) -> None:
-        plan = self.plan
-        block = plan.block_frames()
-        skip = np.zeros(plan.n_frames, dtype=bool) if (self.dropped or self.late) else None
+        schedule = self.schedule
+        block = schedule.block_frames()
+        skip = np.zeros(schedule.n_frames, dtype=bool) if (self.dropped or self.late) else None
         if skip is not None:
             skip[list(self.dropped | set(self.late))] = True
         t0 = self._clock()
         first = 0
-        while first < plan.n_frames and not self._stop.is_set():
-            if self._hold.is_set() and first % plan.row_length == 0:
+        while first < schedule.n_frames and not self._stop.is_set():
+            if self._hold.is_set() and first % schedule.row_length == 0:
                 t0 += self._held()  # pacing resumes where it stopped, not in a rush
                 continue
-            count = min(block, plan.n_frames - first)
+            count = min(block, schedule.n_frames - first)
             frames = self._render(pool, first, count)
             if frames is not None and self._blank.is_set():
                 frames = np.zeros_like(frames)
-            due = t0 + plan.elapsed(first + count)
-            stopped = plan.period > 0 and self._stop.wait(max(0.0, due - self._clock()))
+            due = t0 + schedule.elapsed(first + count)
+            stopped = schedule.period > 0 and self._stop.wait(max(0.0, due - self._clock()))
             if stopped and self._abort.is_set():
                 return
             # At max rate a frame is "late" relative to when it was really delivered.
-            if plan.period <= 0:
+            if schedule.period <= 0:
                 due = self._clock()
             self._deliver(first, count, frames, skip, due)
             self._flush_late(wait=False)
@@ -336,12 +323,12 @@ class AcquisitionEngine:
         """Wait while held (or until stopped); the seconds spent waiting."""
         start = self._clock()
         with self._lock:
-            self._c.state = "paused"
+            self._c.state = EngineState.PAUSED
         while self._hold.is_set() and not self._stop.is_set():
             self._flush_late(wait=False)  # a late frame of a finished row still lands
             self._stop.wait(0.01)
         with self._lock:
-            self._c.state = "running"
+            self._c.state = EngineState.RUNNING
         return self._clock() - start
 
     def _deliver(self, first, count, frames, skip, due) -> None:

@@ -57,7 +57,7 @@ def _acquisition(params: Mapping[str, Any]) -> dict:
     scan = dict(params["scan"])
     scan["shape"] = tuple(scan["shape"])
     scan["step"] = tuple(scan["step"])
-    faults = tw.FaultPlan.parse(params["faults"]) if params.get("faults") else None
+    faults = tw.FaultSchedule.parse(params["faults"]) if params.get("faults") else None
     return {
         "scan": tw.ScanGeometry(**scan),
         "dose_per_frame": params["dose_per_frame"],

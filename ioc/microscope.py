@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from bluestem.instrument import BeamBlank, names
+
 from .settings import SettingsGroup, long_string, readback, setting
 from .validation import Limits
 
@@ -19,11 +21,13 @@ class Microscope(SettingsGroup):
     HighTension (kV), Defocus (nm, C1), Astigmatism (nm, |A1|), AstigmatismAngle (deg),
     ConvergenceAngle (mrad), CameraLength (mm), BeamCurrent (pA), BeamBlank (Off/On),
     StageX, StageY, StageZ (µm), StageAlpha, StageBeta (deg); read-only Cs_RBV (mm) and
-    StatusMessage_RBV.  Settings named in ``stuck`` (simulated hardware fault) accept the
-    setpoint but their readback does not follow.
+    StatusMessage_RBV.  Settings named in :attr:`stuck` (a simulated hardware fault, given
+    by the instrument) accept the setpoint but their readback does not follow.
     """
 
     message_attr = "message"
+    #: names of the settings whose readback does not follow (``--stuck``)
+    stuck: frozenset[str] = frozenset()
 
     high_tension, high_tension_rbv = setting(
         "HighTension", 200.0, "Accelerating voltage.", units="kV",
@@ -55,9 +59,15 @@ class Microscope(SettingsGroup):
         limits=Limits(0.0, 10000.0), quantum=0.01,
     )  # fmt: skip
     beam_blank, beam_blank_rbv = setting(
-        "BeamBlank", "Off", "Beam blanker (always accepted: blanking is a safety action).",
-        enum_strings=("Off", "On"), live=True,
+        "BeamBlank", BeamBlank.OFF, "Beam blanker (always accepted: blanking is a safety action).",
+        enum_strings=names(BeamBlank), live=True,
     )  # fmt: skip
+
+    @beam_blank.applies
+    async def beam_blank(self, setting, value) -> None:
+        await self.read_back(setting, value)
+        self.control.beam_blanked(value == BeamBlank.ON)
+
     stage_x, stage_x_rbv = setting(
         "StageX", 0.0, "Stage x.", units="um", limits=Limits(-1000.0, 1000.0), quantum=0.001
     )
@@ -78,12 +88,21 @@ class Microscope(SettingsGroup):
         "StatusMessage_RBV", "", "Last refused microscope write and why.", read_only=True
     )
 
-    async def setting_changed(self, spec, value) -> None:
-        if spec.name in self.root.config.stuck:
-            return  # the simulated fault: the hardware ignores the setpoint
-        await super().setting_changed(spec, value)
-        if spec.name == "BeamBlank":
-            self.root.beam_blanked(value == "On")
+    async def settle(self, spec, value) -> None:
+        """Apply an accepted value, unless the setting is stuck (the simulated fault: the
+        hardware ignores the setpoint)."""
+        if spec.name in self.stuck:
+            return
+        await super().settle(spec, value)
+
+    @property
+    def blanked(self) -> bool:
+        """True while the beam is blanked (``BeamBlank_RBV=On``)."""
+        return self.beam_blank_rbv.value == BeamBlank.ON
+
+    def camera_length_m(self) -> float:
+        """The camera length read back, in m."""
+        return self.camera_length_rbv.value * 1e-3
 
     def optics_state(self) -> dict:
         """The column as read back, in SI units (the twin's ``Optics`` fields)."""
@@ -114,6 +133,6 @@ class Microscope(SettingsGroup):
 
     def dose_per_frame(self, dwell: float) -> float:
         """Electrons per frame: current × dwell / e, 0 when blanked."""
-        if self.beam_blank_rbv.value == "On":
+        if self.blanked:
             return 0.0
         return self.beam_current_rbv.value * 1e-12 * dwell / 1.602176634e-19

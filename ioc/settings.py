@@ -2,18 +2,23 @@
 
 :func:`setting` makes a setpoint PV and its ``_RBV`` readback; the setpoint's putter
 validates the value (:mod:`bluestem.ioc.validation`), refuses changes while an acquisition
-runs, and lets the group turn the accepted value into the readback the hardware really
-applied.  :class:`SettingsGroup` is the base of every group: any refused CA write — from
-our validation or from caproto's own conversion — is *flagged* (PV alarm, the group's
-message PV, ``STATUS``) before the error goes back to the client, so the put fails.
+runs, and applies the accepted value: its readback follows (rounded to what the hardware
+really applies), unless the group declared a hook next to the PV with
+``@<setpoint>.applies`` (couplings: square binning, Fov = Step x Shape, ...).
+:func:`trigger` makes a busy-free trigger whose action the group declares with
+``@<trigger>.fires``. :class:`SettingsGroup` is the base of every group: any refused CA
+write — from our validation or from caproto's own conversion — is *flagged* (PV alarm,
+the group's message PV, the instrument's :class:`~bluestem.ioc.status.StatusBoard`)
+before the error goes back to the client, so the put fails.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from enum import Enum
+from typing import Any, ClassVar
 
 from caproto import AlarmSeverity, AlarmStatus, CaprotoConversionError, ChannelType
 from caproto.server import PVGroup, pvproperty
@@ -25,12 +30,16 @@ from caproto.server.server import (
     PvpropertyString,
 )
 
+from .control import Controller
+from .status import StatusBoard
 from .validation import InvalidSetting, Limits, check_choice, check_enum, check_limits
 
 __all__ = [
     "LONG_STRING",
+    "Setpoint",
     "Setting",
     "SettingsGroup",
+    "Trigger",
     "long_string",
     "readback",
     "setting",
@@ -88,13 +97,19 @@ class _String(_Flagging, PvpropertyString):
     pass
 
 
-@dataclass(frozen=True)
+#: A setting's hook: ``await hook(group, setting, value)`` applies an accepted value.
+Hook = Callable[[Any, "Setting", Any], Awaitable[None]]
+
+
+@dataclass(eq=False)
 class Setting:
-    """How one setpoint is validated and read back.
+    """How one setpoint is validated and applied.
 
     ``limits`` for numbers, ``choices`` for a fixed set of numbers (binning), ``quantum``
     the step the hardware really applies (the readback is rounded to it), ``live`` when the
-    setting may change during an acquisition (beam blanking is a safety action).
+    setting may change during an acquisition (beam blanking is a safety action), ``hook``
+    the group's coroutine that applies an accepted value (declared with
+    :meth:`Setpoint.applies`; None: the readback follows).
     """
 
     name: str
@@ -103,8 +118,10 @@ class Setting:
     quantum: float | None = None
     units: str = ""
     live: bool = False
+    hook: Hook | None = None
 
     def validate(self, pvname: str, value):
+        """The value to apply, or raise :class:`InvalidSetting` naming what is allowed."""
         if self.choices is not None:
             return check_choice(pvname, value, self.choices)
         if self.limits is not None:
@@ -116,6 +133,36 @@ class Setting:
         if self.quantum and isinstance(value, int | float):
             return round(round(value / self.quantum) * self.quantum, 12)
         return value
+
+
+class Setpoint(pvproperty):
+    """The setpoint pvproperty of a :class:`Setting` (made by :func:`setting`)."""
+
+    setting: Setting
+
+    def applies(self, hook: Hook) -> Setpoint:
+        """Decorator: ``hook(group, setting, value)`` applies an accepted value instead of
+        the plain read-back (it may refuse it with :class:`InvalidSetting`).
+
+        Like caproto's ``@pv.putter``, name the decorated coroutine like the setpoint's
+        attribute: the decorator returns the setpoint itself.
+        """
+        if self.setting.hook is not None:
+            raise TypeError(f"{self.setting.name} already has a hook")
+        self.setting.hook = hook
+        return self
+
+
+class Trigger(pvproperty):
+    """A busy-free trigger pvproperty (made by :func:`trigger`)."""
+
+    action: Callable[[Any], Awaitable[None]] | None = None
+
+    def fires(self, action: Callable[[Any], Awaitable[None]]) -> Trigger:
+        """Decorator: ``await action(group)`` runs when 1 is written (name it like the
+        trigger's attribute: the decorator returns the trigger itself)."""
+        self.action = action
+        return self
 
 
 def setting(
@@ -132,8 +179,16 @@ def setting(
     precision: int = 4,
     live: bool = False,
 ):
-    """A setpoint PV ``name`` and its read-only ``name_RBV``; returns both pvproperties."""
+    """A setpoint PV ``name`` and its read-only ``name_RBV``.
+
+    Returns
+    -------
+    (Setpoint, pvproperty)
+        The setpoint (whose putter validates, locks and applies; a hook is declared with
+        :meth:`Setpoint.applies`) and its readback.
+    """
     spec = Setting(name, limits, choices, quantum, units, live)
+    value = _plain_enum(value)
 
     async def put(group, instance, value):
         return await group.apply(instance, spec, value)
@@ -162,7 +217,7 @@ def setting(
         rng = f" Allowed {', '.join(map(str, choices))}."
     if enum_strings:
         rng = f" One of {', '.join(enum_strings)}."
-    set_pv = pvproperty(
+    set_pv = Setpoint(
         name=name,
         value=value,
         dtype=dtype,
@@ -171,6 +226,7 @@ def setting(
         alarm_group=name,
         **kwargs,
     )
+    set_pv.setting = spec
     rbv = pvproperty(
         name=f"{name}_RBV",
         value=spec.applied(value) if enum_strings is None else value,
@@ -184,7 +240,8 @@ def setting(
 
 
 def readback(name: str, value, doc: str, *, units: str = "", enum_strings=None, dtype=None):
-    """A read-only PV."""
+    """A read-only PV (an enum when ``enum_strings`` is given)."""
+    value = _plain_enum(value)
     kwargs = {"units": units} if units else {}
     if enum_strings is not None:
         dtype = ChannelType.ENUM
@@ -200,7 +257,7 @@ def long_string(name: str, value: str, doc: str, *, read_only: bool = False, put
     """A string PV held in a CHAR waveform (read it with ``caget -S`` / ``string=True``)."""
     return pvproperty(
         name=name,
-        value=value,
+        value=_plain_enum(value),
         dtype=ChannelType.CHAR,
         max_length=LONG_STRING,
         read_only=read_only,
@@ -210,20 +267,27 @@ def long_string(name: str, value: str, doc: str, *, read_only: bool = False, put
     )
 
 
-def trigger(name: str, doc: str, action: str):
-    """A busy-free trigger: writing 1 calls ``await group.<action>()`` and returns at once."""
+def trigger(name: str, doc: str) -> Trigger:
+    """A busy-free trigger: writing 1 runs the action declared with :meth:`Trigger.fires`
+    and returns at once (the value reads 0 again)."""
 
     async def put(group, instance, value):
         if value:
-            await getattr(group, action)(instance)
-            await group.root.clear_flag(instance)
+            await prop.action(group)
+            await group.cleared(instance)
         return 0
 
-    return pvproperty(name=name, value=0, dtype=int, put=put, doc=doc, alarm_group=name)
+    prop = Trigger(name=name, value=0, dtype=int, put=put, doc=doc, alarm_group=name)
+    return prop
 
 
 class SettingsGroup(PVGroup):
-    """Base of the instrument's groups: flagging, the acquisition lock, readbacks."""
+    """Base of the instrument's groups: flagging, the acquisition lock, readbacks.
+
+    The instrument gives each group its :class:`~bluestem.ioc.control.Controller` and the
+    :class:`~bluestem.ioc.status.StatusBoard` with :meth:`attach` before anything is
+    served.
+    """
 
     type_map: ClassVar[dict] = dict(PVGroup.type_map)
     type_map.update(
@@ -241,24 +305,27 @@ class SettingsGroup(PVGroup):
 
     #: attribute name of the group's message PV (a long string), if it has one
     message_attr: str | None = None
+    #: what the group asks of the instrument (set by :meth:`attach`)
+    control: Controller
+    #: where refused writes are flagged (set by :meth:`attach`)
+    board: StatusBoard
 
-    @property
-    def root(self):
-        group = self
-        while group.parent is not None:
-            group = group.parent
-        return group
+    def attach(self, control: Controller, board: StatusBoard) -> None:
+        """Give the group its controller and the status board."""
+        self.control = control
+        self.board = board
 
     def rbv(self, name: str):
         """The ``_RBV`` instance of setting ``name``."""
         return self.pvdb[f"{self.prefix}{name}_RBV"]
 
     def pv(self, name: str):
+        """The instance of PV ``name`` (without the group's prefix)."""
         return self.pvdb[f"{self.prefix}{name}"]
 
     async def apply(self, instance, spec: Setting, value):
-        """Putter of every setting: lock, validate, apply, read back."""
-        if not spec.live and self.root.busy:
+        """Putter of every setting: lock, validate, apply, clear the flag."""
+        if not spec.live and self.control.busy:
             if _same(value, instance.value):
                 return value  # re-writing the current value changes nothing
             raise InvalidSetting(
@@ -267,16 +334,31 @@ class SettingsGroup(PVGroup):
                 f"(allowed: the current value {_plain(instance.value)!r}, or stop first)",
             )
         value = spec.validate(instance.pvname, value)
-        await self.setting_changed(spec, value)
-        await self.root.clear_flag(instance)
+        await self.settle(spec, value)
+        await self.cleared(instance)
         return value
 
-    async def setting_changed(self, spec: Setting, value) -> None:
-        """Hook: update the readback (and anything coupled); override per group."""
+    async def settle(self, spec: Setting, value) -> None:
+        """Apply an accepted value: the setting's hook, or else its readback follows."""
+        if spec.hook is not None:
+            await spec.hook(self, spec, value)
+        else:
+            await self.read_back(spec, value)
+
+    async def read_back(self, spec: Setting, value) -> None:
+        """The readback of ``spec`` takes the value the hardware really applies."""
         await self.rbv(spec.name).write(spec.applied(value))
 
+    async def cleared(self, instance) -> None:
+        """``instance`` took a write: its flag (and alarm) goes, if it had one."""
+        if self.board.is_flagged(instance.pvname):
+            await instance.alarm.write(
+                status=AlarmStatus.NO_ALARM, severity=AlarmSeverity.NO_ALARM
+            )
+            await self.board.clear(instance.pvname)
+
     async def refuse(self, instance, exc: Exception) -> None:
-        """Flag a refused write on ``instance``: alarm, group message, STATUS."""
+        """Flag a refused write on ``instance``: alarm, group message, status board."""
         message = str(exc) if isinstance(exc, InvalidSetting) else f"{instance.pvname}: {exc}"
         severity = (
             AlarmSeverity.MAJOR_ALARM
@@ -286,7 +368,12 @@ class SettingsGroup(PVGroup):
         await instance.alarm.write(status=AlarmStatus.WRITE, severity=severity)
         if self.message_attr is not None:
             await getattr(self, self.message_attr).write(message[: LONG_STRING - 1])
-        await self.root.flag(instance, message)
+        await self.board.flag(instance.pvname, message)
+
+
+def _plain_enum(value):
+    """A member of a vocabulary enum as its plain string (what CA and files hold)."""
+    return value.value if isinstance(value, Enum) else value
 
 
 def _plain(value):

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bluestem.instrument import SCAN_SHAPE_MAX
+
 __all__ = [
     "MAX_SCAN",
     "InvalidSetting",
@@ -29,7 +31,8 @@ __all__ = [
     "estimate_file_bytes",
 ]
 
-MAX_SCAN = 4096
+#: Most scan positions per axis (``SCAN:ShapeX``/``ShapeY``).
+MAX_SCAN = SCAN_SHAPE_MAX
 # Room kept free on the data disk on top of the file itself, for HDF5 metadata and the
 # rest of the system: a capture that would leave less is refused.
 DISK_MARGIN = 64 * 1024**2

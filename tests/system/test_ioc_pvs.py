@@ -140,3 +140,24 @@ def test_caproto_command_line_tools(sim):
         "from_the_command_line"
     )
     tool("caproto-put", "-S", prefix + "DET:HDF1:FileName", name)
+
+
+def test_chunk_shape_rbv_is_the_files_chunk_shape(ca):
+    import h5py
+    from ioc_client import configure_scan
+
+    from bluestem.frames import FRAMES_PATH
+
+    configure_scan(ca, shape=(4, 8), frame=32, name="chunk_shape")
+    ca.put("DET:HDF1:Capture", 1)
+    try:
+        assert ca.get("DET:HDF1:Capture_RBV") == 1
+        chunks = [int(v) for v in ca.read("DET:HDF1:ChunkShape_RBV").data]
+        path = ca.get_str("DET:HDF1:FullFileName_RBV")
+    finally:
+        ca.put("DET:HDF1:Capture", 0)
+    ca.wait_idle()
+    with h5py.File(path, "r") as f:
+        assert list(f[FRAMES_PATH].chunks) == chunks
+    assert len(chunks) == 4 and chunks[-2:] == [32, 32]
+    assert [int(v) for v in ca.read("DET:HDF1:ChunkShape_RBV").data] == chunks  # the last file's

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from bluestem.ioc.acquisition import AcquisitionEngine, FramePlan
+from bluestem.ioc.acquisition import AcquisitionEngine, FrameSchedule
 
 
 def render(first: int, count: int) -> np.ndarray:
@@ -56,8 +56,8 @@ def run(engine: AcquisitionEngine):
 
 def test_all_frames_in_place():
     sink = MemorySink(100)
-    plan = FramePlan(n_frames=100, row_length=10, frame_bytes=32)
-    snap = run(AcquisitionEngine(render, sink, plan))
+    schedule = FrameSchedule(n_frames=100, row_length=10, frame_bytes=32)
+    snap = run(AcquisitionEngine(render, sink, schedule))
     assert snap.state == "done" and snap.finished and snap.error is None
     assert snap.produced == snap.submitted == snap.written == 100 and snap.dropped == 0
     assert snap.summary == "closed" and sink.closed
@@ -68,8 +68,8 @@ def test_all_frames_in_place():
 
 def test_dropped_frames_are_never_submitted_and_counted():
     sink = MemorySink(50)
-    plan = FramePlan(n_frames=50, row_length=10, frame_bytes=32)
-    snap = run(AcquisitionEngine(render, sink, plan, dropped={3, 4, 17, 49, 99}))
+    schedule = FrameSchedule(n_frames=50, row_length=10, frame_bytes=32)
+    snap = run(AcquisitionEngine(render, sink, schedule, dropped={3, 4, 17, 49, 99}))
     assert snap.dropped == 4  # 99 is outside the acquisition
     assert np.flatnonzero(~sink.received).tolist() == [3, 4, 17, 49]
     kept = sink.received
@@ -78,8 +78,8 @@ def test_dropped_frames_are_never_submitted_and_counted():
 
 def test_late_frames_arrive_out_of_order_in_their_place():
     sink = MemorySink(40)
-    plan = FramePlan(n_frames=40, row_length=8, frame_bytes=32)
-    snap = run(AcquisitionEngine(render, sink, plan, late={5: 0.05, 30: 0.01}))
+    schedule = FrameSchedule(n_frames=40, row_length=8, frame_bytes=32)
+    snap = run(AcquisitionEngine(render, sink, schedule, late={5: 0.05, 30: 0.01}))
     assert snap.submitted == 40 and snap.dropped == 0 and snap.late_pending == 0
     assert sink.received.all()
     np.testing.assert_array_equal(sink.frames[:, 0, 0], np.arange(1, 41))
@@ -87,24 +87,24 @@ def test_late_frames_arrive_out_of_order_in_their_place():
 
 
 def test_paced_at_the_period_plus_flyback():
-    plan = FramePlan(n_frames=20, row_length=5, period=1e-3, flyback=2e-3)
-    assert plan.elapsed(20) == pytest.approx(20e-3 + 4 * 2e-3)
-    assert plan.elapsed(0) == 0
-    assert FramePlan(n_frames=20, row_length=5).elapsed(20) == 0  # max rate
+    schedule = FrameSchedule(n_frames=20, row_length=5, period=1e-3, flyback=2e-3)
+    assert schedule.elapsed(20) == pytest.approx(20e-3 + 4 * 2e-3)
+    assert schedule.elapsed(0) == 0
+    assert FrameSchedule(n_frames=20, row_length=5).elapsed(20) == 0  # max rate
 
 
 def test_block_size_whole_rows_and_bounded():
-    assert FramePlan(n_frames=65536, row_length=256, frame_bytes=32768).block_frames() == 256
-    paced = FramePlan(n_frames=10**6, row_length=10, period=0.01, frame_bytes=2)
+    assert FrameSchedule(n_frames=65536, row_length=256, frame_bytes=32768).block_frames() == 256
+    paced = FrameSchedule(n_frames=10**6, row_length=10, period=0.01, frame_bytes=2)
     assert paced.block_frames() == 10  # at most ~0.1 s of frames per block
-    assert FramePlan(n_frames=3, row_length=100, frame_bytes=2).block_frames() == 3
+    assert FrameSchedule(n_frames=3, row_length=100, frame_bytes=2).block_frames() == 3
 
 
 def test_stop_keeps_what_was_written_and_closes():
     gate = threading.Event()
     sink = MemorySink(1000, gate)
-    plan = FramePlan(n_frames=1000, row_length=10, frame_bytes=8 * 1024**2 // 10)
-    engine = AcquisitionEngine(render, sink, plan)
+    schedule = FrameSchedule(n_frames=1000, row_length=10, frame_bytes=8 * 1024**2 // 10)
+    engine = AcquisitionEngine(render, sink, schedule)
     engine.start()
     assert sink.entered.wait(10)  # the first block is being submitted (blocked: backpressure)
     engine.stop()
@@ -112,14 +112,14 @@ def test_stop_keeps_what_was_written_and_closes():
     assert engine.join(30)
     snap = engine.snapshot()
     assert snap.state == "stopped" and sink.closed and not sink.aborted
-    assert snap.submitted == plan.block_frames() == 10
+    assert snap.submitted == schedule.block_frames() == 10
     assert sink.received[: snap.submitted].all() and not sink.received[snap.submitted :].any()
 
 
 def test_abort_aborts_the_sink():
     sink = MemorySink(10_000)
-    plan = FramePlan(n_frames=10_000, row_length=100, period=1e-3)
-    engine = AcquisitionEngine(render, sink, plan)
+    schedule = FrameSchedule(n_frames=10_000, row_length=100, period=1e-3)
+    engine = AcquisitionEngine(render, sink, schedule)
     engine.start()
     engine.abort()
     assert engine.join(30)
@@ -129,7 +129,7 @@ def test_abort_aborts_the_sink():
 
 def test_blanked_beam_gives_zero_frames():
     sink = MemorySink(20)
-    engine = AcquisitionEngine(render, sink, FramePlan(n_frames=20, row_length=5))
+    engine = AcquisitionEngine(render, sink, FrameSchedule(n_frames=20, row_length=5))
     engine.blank(True)
     run(engine)
     assert sink.received.all() and not sink.frames.any()
@@ -140,19 +140,19 @@ def test_render_error_is_a_fault_and_the_sink_is_aborted():
         raise RuntimeError("twin exploded")
 
     sink = MemorySink(10)
-    snap = run(AcquisitionEngine(broken, sink, FramePlan(n_frames=10, row_length=5)))
+    snap = run(AcquisitionEngine(broken, sink, FrameSchedule(n_frames=10, row_length=5)))
     assert snap.state == "fault" and "twin exploded" in str(snap.error) and sink.aborted
 
 
 def test_scan_without_detector_only_moves_the_beam():
-    snap = run(AcquisitionEngine(None, None, FramePlan(n_frames=30, row_length=5)))
+    snap = run(AcquisitionEngine(None, None, FrameSchedule(n_frames=30, row_length=5)))
     assert snap.state == "done" and snap.produced == 30 and snap.submitted == 0
 
 
 def test_parallel_render_gives_the_same_frames():
     sink = MemorySink(1000)
-    plan = FramePlan(n_frames=1000, row_length=100, frame_bytes=32)
-    snap = run(AcquisitionEngine(render, sink, plan, render_threads=3, dropped={7}))
+    schedule = FrameSchedule(n_frames=1000, row_length=100, frame_bytes=32)
+    snap = run(AcquisitionEngine(render, sink, schedule, render_threads=3, dropped={7}))
     assert snap.submitted == 999 and snap.dropped == 1
     expected = np.arange(1, 1001)
     expected[7] = 0

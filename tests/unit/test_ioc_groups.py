@@ -115,7 +115,7 @@ def test_stuck_setting_ignores_the_setpoint(tmp_path):
 
 def test_settings_locked_while_busy_except_beam_blank(tmp_path):
     ioc = make(tmp_path)
-    ioc._writer = object()  # a file is open: the instrument is busy
+    ioc.hdf._writer = object()  # a file is open: the instrument is busy
     with pytest.raises(InvalidSetting, match="during an acquisition"):
         put(ioc, "MIC:HighTension", 150.0)
     assert ioc.pvdb["T:MIC:HighTension"].alarm.severity == AlarmSeverity.MAJOR_ALARM
@@ -151,3 +151,41 @@ def test_twin_parameters_are_si_readbacks(tmp_path):
     assert params["detector"]["camera_length"] == pytest.approx(0.2)
     assert params["scan"]["step"][0] == pytest.approx(0.5e-9)
     assert params["seed"] == 11
+
+
+@pytest.mark.parametrize(
+    ("settings", "rank"),
+    [({"SCAN:ShapeY": 4, "SCAN:ShapeX": 8}, 4),
+     ({"DET:cam1:TriggerMode": "Internal", "DET:HDF1:NumCapture": 10}, 3)],
+)  # fmt: skip
+def test_chunk_shape_is_published_before_capture_rbv(tmp_path, settings, rank):
+    import h5py
+
+    from bluestem.frames import FRAMES_PATH
+
+    ioc = make(tmp_path)
+    assert list(value(ioc, "DET:HDF1:ChunkShape_RBV")) == []
+    put(ioc, "DET:HDF1:FilePath", str(tmp_path))
+    put(ioc, "DET:cam1:SizeX", 32)
+    put(ioc, "DET:cam1:SizeY", 16)
+    for name, v in settings.items():
+        put(ioc, name, v)
+    capture_rbv = ioc.pvdb["T:DET:HDF1:Capture_RBV"]
+    seen = []
+    write = capture_rbv.write
+
+    async def spy(v, **kw):
+        seen.append((v, list(value(ioc, "DET:HDF1:ChunkShape_RBV"))))
+        return await write(v, **kw)
+
+    capture_rbv.write = spy
+    put(ioc, "DET:HDF1:Capture", 1)
+    chunks = [int(c) for c in ioc.hdf.writer.grid.chunk_shape]
+    assert len(chunks) == rank and chunks[-2:] == [16, 32]
+    assert seen == [(1, chunks)]  # already there when Capture_RBV became 1
+    path = ioc.pvdb["T:DET:HDF1:FullFileName_RBV"].value
+    put(ioc, "DET:HDF1:Capture", 0)
+    assert value(ioc, "DET:HDF1:Capture_RBV") == 0
+    assert list(value(ioc, "DET:HDF1:ChunkShape_RBV")) == chunks  # the last file's
+    with h5py.File(path, "r") as f:
+        assert list(f[FRAMES_PATH].chunks) == chunks

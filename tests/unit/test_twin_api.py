@@ -1,4 +1,4 @@
-"""Twin API: scan geometry, fault plans, the specimen registry and bad input."""
+"""Twin API: scan geometry, fault schedules, the specimen registry and bad input."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import bluestem.twin as twin_pkg
 from bluestem.twin import (
     SPECIMENS,
     DetectorModel,
-    FaultPlan,
+    FaultSchedule,
     Optics,
     ScanGeometry,
     Twin,
@@ -28,7 +28,8 @@ def make_twin(**kw):
 
 def test_public_api_is_exported():
     for name in ("electron_wavelength", "interaction_constant", "Optics", "DetectorModel",
-                 "ScanGeometry", "SPECIMENS", "make_specimen", "FaultPlan", "Twin"):  # fmt: skip
+                 "ScanGeometry", "SPECIMENS", "make_specimen", "FaultSchedule",
+                 "Twin"):  # fmt: skip
         assert name in twin_pkg.__all__
 
 
@@ -69,13 +70,13 @@ def test_scan_rejects_bad_input(kw, word):
         ScanGeometry(**kw)
 
 
-def test_fault_plan_parse_and_round_trip():
-    plan = FaultPlan.parse("drop=5,17,300-302; late=40:0.2,41:1.5")
-    assert plan.dropped == frozenset({5, 17, 300, 301, 302})
-    assert dict(plan.late) == {40: 0.2, 41: 1.5}
-    assert FaultPlan.parse(plan.to_spec()) == plan
-    assert not FaultPlan.parse("")
-    assert FaultPlan.parse("late=3:0") == FaultPlan(late={3: 0.0})
+def test_fault_schedule_parse_and_round_trip():
+    schedule = FaultSchedule.parse("drop=5,17,300-302; late=40:0.2,41:1.5")
+    assert schedule.dropped == frozenset({5, 17, 300, 301, 302})
+    assert dict(schedule.late) == {40: 0.2, 41: 1.5}
+    assert FaultSchedule.parse(schedule.to_spec()) == schedule
+    assert not FaultSchedule.parse("")
+    assert FaultSchedule.parse("late=3:0") == FaultSchedule(late={3: 0.0})
 
 
 @pytest.mark.parametrize(
@@ -92,14 +93,14 @@ def test_fault_plan_parse_and_round_trip():
         "stall=3",
     ],
 )
-def test_fault_plan_rejects_bad_spec(spec):
+def test_fault_schedule_rejects_bad_spec(spec):
     with pytest.raises(ValueError, match=r"fault|clause|delay|index"):
-        FaultPlan.parse(spec)
+        FaultSchedule.parse(spec)
 
 
-def test_twin_carries_the_fault_plan():
-    plan = FaultPlan.parse("drop=1")
-    assert make_twin(faults=plan).faults is plan
+def test_twin_carries_the_fault_schedule():
+    schedule = FaultSchedule.parse("drop=1")
+    assert make_twin(faults=schedule).faults is schedule
     assert not make_twin().faults
 
 
@@ -111,7 +112,7 @@ def test_registry_lists_the_specimens():
     with pytest.raises(ValueError, match=r"'graphene'.*grains.*nanoparticles.*phase-ramp"):
         make_specimen("graphene")
     with pytest.raises(ValueError, match="stall"):
-        FaultPlan.parse("stall=3")
+        FaultSchedule.parse("stall=3")
     with pytest.raises(ValueError, match="bad parameters"):
         make_specimen("srtio3", colour="blue")
 

@@ -43,7 +43,7 @@ def add_parser(subparsers) -> None:
     sim.add_argument(
         "--faults",
         default="",
-        help="detector faults, FaultPlan syntax e.g. 'drop=5,17;late=40:0.2'",
+        help="detector faults, FaultSchedule syntax e.g. 'drop=5,17;late=40:0.2'",
     )
     sim.add_argument(
         "--stuck",
@@ -87,10 +87,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"--stuck: unknown setting(s) {sorted(unknown)} (allowed: {sorted(settings)})")
         return 2
     if args.faults:
-        from bluestem.twin import FaultPlan
+        from bluestem.twin import FaultSchedule
 
         try:
-            FaultPlan.parse(args.faults)
+            FaultSchedule.parse(args.faults)
         except ValueError as exc:
             print(f"--faults: {exc}")
             return 2

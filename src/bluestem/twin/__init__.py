@@ -4,20 +4,20 @@ Nothing happens at import time beyond defining the API (numba kernels compile on
 use, or load from numba's on-disk cache).
 """
 
-from bluestem.twin import crystal, nanoparticles  # noqa: F401  (register the specimens)
 from bluestem.twin.detector import DetectorModel
-from bluestem.twin.faults import FaultPlan
+from bluestem.twin.faults import FaultSchedule
 from bluestem.twin.grid import SimulationGrid
 from bluestem.twin.probe import Optics, aberration_function, probe_wave
 from bluestem.twin.scan import ScanGeometry
-from bluestem.twin.specimen import SPECIMENS, Specimen, make_specimen
+from bluestem.twin.specimen import Specimen
+from bluestem.twin.specimens import SPECIMENS, make_specimen
 from bluestem.twin.twin import Twin
 from bluestem.twin.wavelength import electron_wavelength, interaction_constant
 
 __all__ = [
     "SPECIMENS",
     "DetectorModel",
-    "FaultPlan",
+    "FaultSchedule",
     "Optics",
     "ScanGeometry",
     "SimulationGrid",

@@ -10,7 +10,6 @@ from typing import ClassVar
 import numpy as np
 
 from bluestem.twin.atoms import AtomField, AtomSpecimen, atom_potential, check_positive
-from bluestem.twin.specimen import register
 
 __all__ = ["SRTIO3_LATTICE", "Grains", "SrTiO3"]
 
@@ -34,7 +33,6 @@ def _cell_columns(thickness: float, lattice: float) -> tuple[np.ndarray, np.ndar
     return frac, peak
 
 
-@register
 @dataclass(frozen=True)
 class SrTiO3(AtomSpecimen):
     """SrTiO3 viewed along [001], periodic.
@@ -78,7 +76,6 @@ class SrTiO3(AtomSpecimen):
         return iy * q + ix, iy * (self.lattice / q), ix * (self.lattice / q)
 
 
-@register
 @dataclass(frozen=True)
 class Grains(AtomSpecimen):
     """Polycrystalline SrTiO3 [001]: Voronoi grains with in-plane rotations, one strained.

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["FaultPlan"]
+__all__ = ["FaultSchedule"]
 
 
 def _index(text: str, spec: str) -> int:
@@ -21,10 +21,10 @@ def _index(text: str, spec: str) -> int:
 
 
 @dataclass(frozen=True)
-class FaultPlan:
+class FaultSchedule:
     """Frames the simulated detector drops or delivers late.
 
-    The twin only carries the plan; the IOC acts on it.
+    The twin only carries the schedule; the IOC acts on it.
 
     Parameters
     ----------
@@ -57,7 +57,7 @@ class FaultPlan:
         return bool(self.dropped or self.late)
 
     @classmethod
-    def parse(cls, spec: str) -> FaultPlan:
+    def parse(cls, spec: str) -> FaultSchedule:
         """Parse a fault spec.
 
         Grammar: clauses separated by ``;``, each ``drop=I[,I...]`` or
@@ -108,7 +108,7 @@ class FaultPlan:
         return cls(dropped=frozenset(dropped), late=late)
 
     def to_spec(self) -> str:
-        """The spec string that parses back to this plan."""
+        """The spec string that parses back to this schedule."""
         parts = []
         if self.dropped:
             parts.append("drop=" + ",".join(str(i) for i in sorted(self.dropped)))

@@ -10,7 +10,6 @@ from typing import ClassVar
 import numpy as np
 
 from bluestem.twin.atoms import AtomField, AtomSpecimen, atom_potential, check_positive
-from bluestem.twin.specimen import register
 
 __all__ = ["GOLD_LATTICE", "Nanoparticles"]
 
@@ -18,7 +17,6 @@ __all__ = ["GOLD_LATTICE", "Nanoparticles"]
 GOLD_LATTICE = 4.078e-10
 
 
-@register
 @dataclass(frozen=True)
 class Nanoparticles(AtomSpecimen):
     """Au particles (fcc [001] projected columns inside circles) on amorphous carbon.

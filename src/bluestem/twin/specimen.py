@@ -1,8 +1,10 @@
-"""Specimens: the base class, the registry and the specimens without atoms.
+"""Specimens: the base class and the specimens without atoms.
 
 A specimen is a thin phase object ``t(y, x)``. Each also maps probe positions to a cache
 key and a canonical position (``canonical``): positions with one key give identical
 noiseless frames, because the frame is always computed at the canonical position.
+The name -> class table and :func:`~bluestem.twin.specimens.make_specimen` are in
+:mod:`bluestem.twin.specimens`, which imports every specimen module (none imports it).
 """
 
 from __future__ import annotations
@@ -15,52 +17,15 @@ import numpy as np
 
 from bluestem.twin.grid import SimulationGrid
 
-__all__ = [
-    "SPECIMENS",
-    "PhaseRamp",
-    "Specimen",
-    "Vacuum",
-    "make_specimen",
-    "quantise_to_grid",
-    "register",
-]
-
-#: name -> specimen class; filled by ``register``.
-SPECIMENS: dict[str, type[Specimen]] = {}
-
-
-def register(cls: type[Specimen]) -> type[Specimen]:
-    """Class decorator adding a specimen class to ``SPECIMENS`` under ``cls.name``."""
-    SPECIMENS[cls.name] = cls
-    return cls
-
-
-def make_specimen(name: str, **kw: Any) -> Specimen:
-    """Build a specimen by registry name.
-
-    Raises
-    ------
-    ValueError
-        If ``name`` is not registered (the message lists the names) or a parameter is bad.
-    """
-    # The atomic specimens register on import; importing here keeps import side effects
-    # to the registry itself.
-    from bluestem.twin import crystal, nanoparticles  # noqa: F401
-
-    try:
-        cls = SPECIMENS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown specimen {name!r}; allowed: {', '.join(sorted(SPECIMENS))}"
-        ) from None
-    try:
-        return cls(**kw)
-    except TypeError as exc:
-        raise ValueError(f"bad parameters for specimen {name!r}: {exc}") from None
+__all__ = ["PhaseRamp", "Specimen", "Vacuum", "quantise_to_grid"]
 
 
 class Specimen:
-    """Base class of the specimens (all are frozen dataclasses)."""
+    """Base class of the specimens (all are frozen dataclasses).
+
+    A subclass sets ``name`` (its key in :data:`bluestem.twin.SPECIMENS`) and implements
+    :meth:`canonical` and :meth:`transmission`.
+    """
 
     name: ClassVar[str] = ""
 
@@ -101,7 +66,6 @@ def quantise_to_grid(
     return keys, iy * dy, ix * dx
 
 
-@register
 @dataclass(frozen=True)
 class Vacuum(Specimen):
     """No specimen: ``t = 1``. Every position gives the same frame."""
@@ -116,7 +80,6 @@ class Vacuum(Specimen):
         return np.ones((np.asarray(y).size, *grid.shape), np.complex128)
 
 
-@register
 @dataclass(frozen=True)
 class PhaseRamp(Specimen):
     """A uniform deflection: ``t = exp(i 2 pi q0 . r)`` with ``q0 = beta / lambda``.

@@ -9,7 +9,7 @@ import numpy as np
 
 from bluestem.twin.cache import BYTES_PER_PIXEL, FrameCache
 from bluestem.twin.detector import DetectorModel
-from bluestem.twin.faults import FaultPlan
+from bluestem.twin.faults import FaultSchedule
 from bluestem.twin.grid import SimulationGrid
 from bluestem.twin.kernels import tables_from_waves
 from bluestem.twin.noise import render_frames
@@ -42,7 +42,7 @@ class Twin:
         Mean electrons per frame (>= 0).
     seed : int
         Seed of the counting noise; frame i depends only on (seed, i).
-    faults : FaultPlan, optional
+    faults : FaultSchedule, optional
         Carried for the IOC (which drops or delays frames); rendering ignores it.
     cache_bytes : int
         Bound on the memory of the frame cache (default 1 GiB: all 1024 SrTiO3 frames of
@@ -63,7 +63,7 @@ class Twin:
         *,
         dose_per_frame: float,
         seed: int = 0,
-        faults: FaultPlan | None = None,
+        faults: FaultSchedule | None = None,
         cache_bytes: int = 2**30,
     ) -> None:
         for name, value, kind in (
@@ -96,12 +96,12 @@ class Twin:
             )
         if not isinstance(seed, int | np.integer):
             raise ValueError(f"seed must be an integer, got {seed!r}")
-        if faults is not None and not isinstance(faults, FaultPlan):
-            raise TypeError(f"faults must be a FaultPlan or None, got {type(faults).__name__}")
+        if faults is not None and not isinstance(faults, FaultSchedule):
+            raise TypeError(f"faults must be a FaultSchedule or None, got {type(faults).__name__}")
         self.scan = scan
         self.dose_per_frame = dose
         self.seed = int(seed)
-        self.faults = faults if faults is not None else FaultPlan()
+        self.faults = faults if faults is not None else FaultSchedule()
         self._positions = scan.positions().reshape(-1, 2)
         self._seed64 = np.uint64(self.seed % 2**64)
 
@@ -111,7 +111,7 @@ class Twin:
         *,
         dose_per_frame: float,
         seed: int = 0,
-        faults: FaultPlan | None = None,
+        faults: FaultSchedule | None = None,
     ) -> Twin:
         """The same instrument and specimen for another acquisition.
 

@@ -1,0 +1,136 @@
+"""Where frames come from: the :class:`FrameSource` protocol.
+
+The instrument reads its groups back into a :class:`Readback` when an acquisition is
+prepared and asks its source for a :class:`FrameRecipe`: how to render the frames, which
+frames the detector will drop or deliver late, and what the file records about the
+source. The acquisition engine renders from the recipe; no PV group knows the source.
+
+:class:`bluestem.ioc.twin_source.TwinSource` (the physics twin) is the implementation
+``bluestem ioc sim`` uses. Any other source (frames from a detector over TCP, frames
+replayed from a file) implements :meth:`FrameSource.recipe` and is passed to
+``Instrument(..., source=...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = ["FrameRecipe", "FrameSource", "Readback", "Render"]
+
+#: ``render(first, count) -> (count, ky, kx)`` frames of flat indices first .. first+count-1.
+Render = Callable[[int, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Readback:
+    """The instrument as read back when an acquisition is prepared (SI units).
+
+    Build it with :meth:`of`, which turns every value into a plain Python number (the
+    same values go into the file's metadata).
+
+    Attributes
+    ----------
+    optics : dict
+        ``high_tension`` (V), ``convergence_semi_angle`` (rad), ``defocus``,
+        ``astigmatism`` (m), ``astigmatism_angle`` (rad), ``cs`` (m).
+    detector : dict
+        ``shape`` [ky, kx] native pixels read out, ``pixel_size`` (m), ``camera_length``
+        (m), ``counter_depth`` (bits), ``binning``.
+    scan : dict
+        ``shape`` [ny, nx], ``step`` [dy, dx] (m), ``rotation`` (rad), ``flyback`` (s).
+    dose_per_frame : float
+        Electrons per frame (0 with the beam blanked).
+    beam_position : tuple of float or None
+        (y, x) in m from the scan centre where every frame of an internally triggered
+        series is taken; None when the frames follow the scan.
+    """
+
+    optics: dict[str, float]
+    detector: dict[str, Any]
+    scan: dict[str, Any]
+    dose_per_frame: float
+    beam_position: tuple[float, float] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        optics: Mapping[str, float],
+        detector: Mapping[str, Any],
+        scan: Mapping[str, Any],
+        dose_per_frame: float,
+        beam_position: tuple[float, float] | None = None,
+    ) -> Readback:
+        """A readback of plain values (lists for shapes and steps, floats, ints)."""
+        return cls(
+            optics={k: float(v) for k, v in optics.items()},
+            detector={
+                "shape": [int(v) for v in detector["shape"]],
+                "pixel_size": float(detector["pixel_size"]),
+                "camera_length": float(detector["camera_length"]),
+                "counter_depth": int(detector["counter_depth"]),
+                "binning": int(detector["binning"]),
+            },
+            scan={
+                "shape": [int(v) for v in scan["shape"]],
+                "step": [float(v) for v in scan["step"]],
+                "rotation": float(scan["rotation"]),
+                "flyback": float(scan["flyback"]),
+            },
+            dose_per_frame=float(dose_per_frame),
+            beam_position=(
+                None
+                if beam_position is None
+                else (float(beam_position[0]), float(beam_position[1]))
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class FrameRecipe:
+    """How one acquisition's frames are made.
+
+    Attributes
+    ----------
+    prepare : callable
+        ``prepare() -> render`` (:data:`Render`): called once, in the engine's thread
+        (it may take seconds: building a model, connecting to a detector), never on the
+        asyncio loop. ``render`` must be thread-safe for different ranges.
+    dropped : frozenset of int
+        Flat indices the detector never delivers.
+    late : mapping of int to float
+        Flat index to the extra delay (s) before the frame is delivered.
+    parameters : mapping
+        The source's own parameters for this acquisition (JSON-able).
+    metadata : mapping of str to mapping
+        Groups the source adds to the file's ``/metadata`` (the twin: ``simulation``).
+    """
+
+    prepare: Callable[[], Render]
+    dropped: frozenset[int] = frozenset()
+    late: Mapping[int, float] = field(default_factory=dict)
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+class FrameSource(Protocol):
+    """What produces the frames of an acquisition."""
+
+    def recipe(self, readback: Readback, *, number: int) -> FrameRecipe:
+        """The frames of acquisition ``number`` (0, 1, ... since the IOC started).
+
+        Called on the asyncio loop when a file opens or frames start without one: it
+        must return quickly (the slow part belongs in :attr:`FrameRecipe.prepare`).
+
+        Parameters
+        ----------
+        readback : Readback
+            The instrument as read back now.
+        number : int
+            How many acquisitions came before this one.
+        """
+        ...

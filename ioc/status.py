@@ -1,0 +1,70 @@
+"""The instrument's status board: what ``STATUS`` and ``STATUS:Message`` say.
+
+Each group flags a refused write on the board (one flag per PV) and clears it when the PV
+next takes a write; the instrument posts a fault when an acquisition fails. The board
+decides the health and the message; its owner (the instrument, which owns the two PVs)
+publishes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from bluestem.instrument import Health
+
+__all__ = ["StatusBoard"]
+
+#: Longest ``STATUS:Message`` text (a 256-character CHAR waveform, NUL-terminated).
+MESSAGE_LENGTH = 255
+
+
+class StatusBoard:
+    """Flags of refused writes and the instrument's fault, published as one health.
+
+    Parameters
+    ----------
+    publish : async callable
+        ``publish(health, message)``: called whenever the health or message may have
+        changed (``message`` at most 255 characters).
+
+    Notes
+    -----
+    The health is ``FAULT`` (with the fault's message) once a fault is posted, else
+    ``WARN`` while any flag is up (with the newest message), else ``OK``.
+    """
+
+    def __init__(self, publish: Callable[[Health, str], Awaitable[None]]) -> None:
+        self._publish = publish
+        self._flags: dict[str, str] = {}
+        self._fault: str | None = None
+
+    def is_flagged(self, pv: str) -> bool:
+        """True while ``pv`` (a full PV name) carries a flag."""
+        return pv in self._flags
+
+    async def flag(self, pv: str, message: str) -> None:
+        """Flag a refused write on ``pv``; ``message`` becomes ``STATUS:Message``."""
+        self._flags[pv] = message
+        await self._update(message)
+
+    async def clear(self, pv: str) -> None:
+        """Take down the flag of ``pv`` (a no-op when it has none)."""
+        if self._flags.pop(pv, None) is not None:
+            await self._update()
+
+    async def fault(self, message: str) -> None:
+        """Post a fault: ``STATUS=FAULT`` with ``message`` from now on."""
+        self._fault = message
+        await self._update()
+
+    def health(self, message: str | None = None) -> tuple[Health, str]:
+        """The health and message now (``message``: the newest flag's, if just flagged)."""
+        if self._fault:
+            return Health.FAULT, self._fault
+        if self._flags:
+            return Health.WARN, message or next(reversed(self._flags.values()))
+        return Health.OK, Health.OK.value
+
+    async def _update(self, message: str | None = None) -> None:
+        health, text = self.health(message)
+        await self._publish(health, text[:MESSAGE_LENGTH])
