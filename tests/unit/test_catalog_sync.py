@@ -11,8 +11,8 @@ from tiled.client import Context, from_context
 from tiled.queries import Contains, Key
 from tiled.server.app import build_app
 
-from bluestem.callbacks import DocumentJournal, find_runs
 from bluestem.catalog.sync import SYNTHESIZED_REASON, sync_journal
+from bluestem.journal import DocumentJournal, find_runs
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,24 @@ from bluesky import RunEngine
 from bluesky.plans import count, scan
 from ophyd.sim import det, motor
 
-from bluestem.callbacks import (
+import bluestem.callbacks
+import bluestem.journal
+from bluestem.callbacks import ResilientTiledWriter
+from bluestem.journal import (
     DocumentJournal,
     JournalEncoder,
-    ResilientTiledWriter,
     find_runs,
     mark_synced,
     read_documents,
 )
+
+
+def test_the_callbacks_re_export_the_journal():
+    names = ("DocumentJournal", "JournalEncoder", "JournaledRun", "find_runs", "mark_synced",
+             "mark_unsynced", "read_documents")  # fmt: skip
+    for name in names:
+        assert getattr(bluestem.callbacks, name) is getattr(bluestem.journal, name), name
+        assert name in bluestem.callbacks.__all__ and name in bluestem.journal.__all__
 
 
 def test_encoder_writes_numpy_as_plain_json():

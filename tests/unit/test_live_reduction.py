@@ -145,8 +145,8 @@ def test_a_late_frame_is_reduced_at_the_stop(tmp_path, spec):
         live(name, doc)
     while not live.lags and time.monotonic() < deadline:
         time.sleep(0.01)
-    blocks = live._run["blocks"]
-    assert [(a, b) for _, a, b in blocks.missing] == [(3, 4)]
+    executor = live._run.executor
+    assert [(a, b) for _, a, b in executor.missing] == [(3, 4)]
     writer.submit(3, frames[3:4].copy())
     writer.close()
     live(*docs[-1])
@@ -240,7 +240,7 @@ def test_the_live_snapshot_after_one_row_has_no_dpc_and_raises_nothing(tmp_path,
     for name, doc in docs[:3]:
         live(name, doc)
     # The file is complete: stop it from reading ahead, so one row is all there is.
-    live._run["blocks"].follow = lambda: 0
+    live._run.executor.follow = lambda: 0
     live(*docs[3])
     deadline = time.monotonic() + 20
     while not live.lags and time.monotonic() < deadline:
@@ -267,3 +267,44 @@ def test_warm_up_compiles_the_kernels_before_any_run():
     assert np.dtype(np.uint32) in live._warmed
     assert any("uint32" in str(sig[0]) for sig in fused_reduce.signatures)
     live("stop", {"uid": "s", "run_start": "u", "time": 0.0, "exit_status": "success"})
+
+
+def test_an_executor_with_only_reduce_and_result_gives_the_same_derived_run(tmp_path, spec):
+    """LiveReduction uses the executor's interface only: one without the optional
+    capabilities (no following, no live images, no progress) makes the same images, and
+    the live snapshot simply has no images until the end."""
+    from bluestem.reduce.executors import LocalExecutor, ReductionExecutor
+
+    class Plain(ReductionExecutor):
+        def __init__(self, spec, shape):
+            self.inner = LocalExecutor.for_spec(spec, shape)
+            self.reduced = []
+
+        def reduce(self, block):
+            self.inner.reduce(block)
+            self.reduced.append(block)
+
+        def result(self):
+            return self.inner.result()
+
+        def close(self):
+            self.inner.close()
+
+    path = str(tmp_path / "raw.h5")
+    write_raw(path, drop=[9])
+    docs = documents(path, spec, [(0, 2), (2, 6)])
+    made = []
+    live = LiveReduction([], executor=lambda s, shape: made.append(Plain(s, shape)) or made[-1])
+    out = []
+    live.sinks.append(lambda name, doc: out.append((name, doc)))
+    for name, doc in docs[:-1]:
+        live(name, doc)
+    snap = live.snapshot()
+    assert snap["images"] == {} and snap["frames"] == 0
+    live(*docs[-1])
+    assert len(made) == 1 and [b.count for b in made[0].reduced] == [2 * NX, 4 * NX]
+    _, local = replay(docs)
+    a, b = out[2][1]["data"], local[2][1]["data"]
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert np.array_equal(np.asarray(a[name]), np.asarray(b[name]), equal_nan=True), name

@@ -103,6 +103,43 @@ def test_progress_bar_counts_rows_from_stream_datum():
     assert bar.summary()["frames"] == 32 and bar.dropped == 0
 
 
+def test_progress_bar_takes_dropped_frames_from_the_monitor_streams_events():
+    """The dropped count is the latest value of each ``*dropped_frames`` key of a
+    descriptor's events (any stream), summed over the keys; other events change nothing."""
+    from bluestem.callbacks.progress import ProgressBar
+
+    out = io.StringIO()
+    bar = ProgressBar(stream=out, plain_interval=0.0)
+    bar("start", {"uid": "s", "scan": {"shape": [2, 4]}})
+    bar("descriptor", {"uid": "d", "name": "primary", "data_keys": {
+        "det_image": {"shape": [4, 8, 8], "external": "STREAM:"}}})  # fmt: skip
+    bar("descriptor", {"uid": "m1", "name": "det_hdf_dropped_frames_monitor",
+                       "data_keys": {"det_hdf_dropped_frames": {"shape": []}}})  # fmt: skip
+    bar("descriptor", {"uid": "m2", "name": "det2_hdf_dropped_frames_monitor",
+                       "data_keys": {"det2_hdf_dropped_frames": {"shape": []}}})  # fmt: skip
+    bar("descriptor", {"uid": "b", "name": "baseline",
+                       "data_keys": {"mic_focus": {"shape": []}}})  # fmt: skip
+    bar("stream_datum", {"descriptor": "d", "indices": {"start": 0, "stop": 1}})
+    assert bar.dropped == 0
+    bar("event", {"descriptor": "m1", "seq_num": 1, "data": {"det_hdf_dropped_frames": 0}})
+    bar("event", {"descriptor": "m1", "seq_num": 2, "data": {"det_hdf_dropped_frames": 2}})
+    bar("event", {"descriptor": "b", "seq_num": 1, "data": {"mic_focus": 7}})
+    assert bar.dropped == 2
+    bar("event", {"descriptor": "m1", "seq_num": 3, "data": {"det_hdf_dropped_frames": 3}})
+    bar("event_page", {"descriptor": "m2", "seq_num": [1, 2],
+                       "data": {"det2_hdf_dropped_frames": [1, 4]}})  # fmt: skip
+    assert bar.dropped == 3 + 4  # the latest per key, summed
+    bar("stream_datum", {"descriptor": "d", "indices": {"start": 1, "stop": 2}})
+    bar("stop", {"exit_status": "success"})
+    lines = out.getvalue().splitlines()
+    assert lines[-1].startswith("8/8 frames") and "dropped 7" in lines[-1]
+    assert bar.summary()["dropped"] == 7
+    # A new run starts from zero: the counters are the new run's.
+    bar("start", {"uid": "s2", "scan": {"shape": [1, 1]}})
+    bar("event", {"descriptor": "m1", "data": {"det_hdf_dropped_frames": 9}})
+    assert bar.dropped == 0
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

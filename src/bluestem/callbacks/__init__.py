@@ -1,9 +1,13 @@
-"""Bluesky callbacks: the document journal, the resilient catalogue writer, the live
-reduction with its derived runs, live images and the progress bar."""
+"""Bluesky callbacks: the document journal (from :mod:`bluestem.journal`), the resilient
+catalogue writer, the live reduction with its derived runs, live images and the progress
+bar."""
 
 from bluestem.callbacks.catalog_writer import ResilientTiledWriter
 from bluestem.callbacks.derived_run import derived_run_documents
-from bluestem.callbacks.journal import (
+from bluestem.callbacks.live_images import LiveImages, save_image_pngs
+from bluestem.callbacks.live_reduction import LiveReduction
+from bluestem.callbacks.progress import ProgressBar
+from bluestem.journal import (
     DocumentJournal,
     JournaledRun,
     JournalEncoder,
@@ -12,8 +16,6 @@ from bluestem.callbacks.journal import (
     mark_unsynced,
     read_documents,
 )
-from bluestem.callbacks.live_images import LiveImages, save_image_pngs
-from bluestem.callbacks.live_reduction import LiveReduction
 
 __all__ = [
     "DocumentJournal",
@@ -21,6 +23,7 @@ __all__ = [
     "JournaledRun",
     "LiveImages",
     "LiveReduction",
+    "ProgressBar",
     "ResilientTiledWriter",
     "derived_run_documents",
     "find_runs",

@@ -5,7 +5,7 @@ catalogue would stall the RunEngine (tiled's client retries a refused connection
 to ``TILED_RETRY_TIMEOUT`` = 45 s) or, if the error escaped, abort the run.  Here the
 RunEngine only enqueues a copy of each document; a worker thread feeds ``TiledWriter``.
 The first failure of a run is logged, the rest of that run is dropped, and the run is
-marked unsynced in the :class:`~bluestem.callbacks.journal.DocumentJournal` so that
+marked unsynced in the :class:`~bluestem.journal.DocumentJournal` so that
 ``bluestem sync`` uploads it later.  A run whose stop document was written is marked
 synced.
 """
@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from bluestem.callbacks.journal import DocumentJournal, mark_synced, mark_unsynced
+from bluestem.journal import DocumentJournal, mark_synced, mark_unsynced
 
 __all__ = ["ResilientTiledWriter"]
 

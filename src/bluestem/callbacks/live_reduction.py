@@ -3,17 +3,23 @@
 The router follows the documents: the start document carries the reduction spec (the
 plans record it, see ``reductions=``), ``stream_resource`` names the raw HDF5 file and
 ``stream_datum`` announces the scan rows written. Each announced block is queued to a
-worker thread, which reads it from the file (SWMR, direct chunk reads with checksums
-verified: :class:`bluestem.frames.FrameReader`) and reduces it with numba kernels that
-release the GIL, so the RunEngine's thread only ever enqueues. At the stop document the
-router waits for the worker, adds the DPC images and emits a derived run (linked by
-``parent_uid``) to its sinks, on the RunEngine's thread, like any other run's documents.
+worker thread, which hands it to the run's executor
+(:class:`bluestem.reduce.executors.ReductionExecutor`: by default a
+:class:`~bluestem.reduce.executors.LocalExecutor`, which reads it from the file with SWMR
+direct chunk reads, checksums verified, and reduces it with numba kernels that release the
+GIL), so the RunEngine's thread only ever enqueues. At the stop document the router waits
+for the worker, adds the DPC images and emits a derived run (linked by ``parent_uid``) to
+its sinks, on the RunEngine's thread, like any other run's documents.
+
+The router knows the executor only by that interface: what an executor cannot do (follow
+a file ahead of its announcements, show partial images, report progress) its defaults
+make a no-op.
 
 Why a thread and not a process behind bluesky's 0MQ proxy: measured in
 ``benchmarks/live_lag.py`` and recorded in ``docs/live.md``.
 
 The same router reprocesses a stored run: ``bluestem reduce`` replays the stored documents
-into it (optionally with :class:`~bluestem.callbacks.reduction_blocks.DaskBlocks`).
+into it (optionally with a :class:`~bluestem.reduce.executors.DaskExecutor`).
 """
 
 from __future__ import annotations
@@ -23,28 +29,18 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from event_model import DocumentRouter
 
+from bluestem.callbacks._run_state import DONE, Reduce, RunState, Watch, WorkerRecord
 from bluestem.callbacks.derived_run import add_dpc, derived_run_documents, final_images
-from bluestem.callbacks.reduction_blocks import Block, LocalBlocks, covered, frames_in
+from bluestem.reduce.executors import Block, LocalExecutor, ReductionExecutor, covered, frames_in
 
 __all__ = ["LiveReduction"]
 
 logger = logging.getLogger(__name__)
-
-_DONE = object()
-
-
-@dataclass(frozen=True)
-class _Watch:
-    """Queued at a fly raster's StreamResource: follow this file from its first frame."""
-
-    block: Block
-
 
 # How long the thread waits for an announcement before reading on in the file (s).
 FOLLOW_INTERVAL = 0.02
@@ -58,12 +54,6 @@ def _path(uri: str) -> str:
     if uri.startswith(prefix):
         return uri[len(prefix) :]
     return uri[len("file://") :] if uri.startswith("file://") else uri
-
-
-def _reducer(spec, shape):
-    from bluestem.reduce import Reducer  # numba loads when a run is reduced, not at import
-
-    return Reducer(spec, shape)
 
 
 def _step(start: dict) -> tuple[float, float]:
@@ -83,8 +73,10 @@ class LiveReduction(DocumentRouter):
         catalogue writer in a session.
     spec : ReductionSpec, optional
         Use this spec instead of the start document's (``bluestem reduce`` overrides).
-    blocks : callable, optional
-        ``blocks(spec, scan_shape) -> LocalBlocks | DaskBlocks``; default local.
+    executor : callable, optional
+        ``executor(spec, scan_shape) -> ReductionExecutor``, called at each run's start
+        (and again for a re-reduction of only the announced frames); default a
+        :class:`~bluestem.reduce.executors.LocalExecutor` with ``verify`` and ``threads``.
     verify : bool
         Verify chunk checksums as frames are read.
     threads : int
@@ -98,7 +90,8 @@ class LiveReduction(DocumentRouter):
     Attributes
     ----------
     lags : list of float
-        Seconds from each ``stream_datum`` arriving to its frames being in the images.
+        Seconds from each ``stream_datum`` arriving to its frames being in the images
+        (the current or last run).
     reduced : list of (str, float)
         Each ``stream_datum`` uid with the wall-clock time (``time.time()``) its frames
         were in the images (to measure lag across processes).
@@ -113,7 +106,7 @@ class LiveReduction(DocumentRouter):
         sinks: Iterable[Callable[[str, dict], Any]] = (),
         *,
         spec=None,
-        blocks: Callable | None = None,
+        executor: Callable[[Any, tuple[int, int]], ReductionExecutor] | None = None,
         verify: bool = True,
         threads: int = 1,
         mode: str = "live",
@@ -123,23 +116,29 @@ class LiveReduction(DocumentRouter):
         super().__init__()
         self.sinks = list(sinks)
         self.spec_override = spec
-        self.blocks_factory = blocks or (
-            lambda spec, shape: LocalBlocks(_reducer(spec, shape), verify=verify, threads=threads)
+        self.executor_factory = executor or (
+            lambda spec, shape: LocalExecutor.for_spec(spec, shape, verify=verify, threads=threads)
         )
         self.mode = mode
         self.timeout = float(timeout)
         self.clock = clock
-        self.lags: list[float] = []
-        self.reduced: list[tuple[str, float]] = []
         self.derived_uid: str | None = None
         self.result: dict | None = None
-        self._run: dict | None = None
-        self._queue: queue.Queue = queue.Queue()
+        self._run: RunState | None = None
+        self._record = WorkerRecord()  # the current or last run's worker record
         self._thread: threading.Thread | None = None
-        self._latest: np.ndarray | None = None
-        self._frames = 0
         self._last: dict | None = None  # the finished run, for snapshot()
         self._warmed: set[np.dtype] = set()
+
+    @property
+    def lags(self) -> list[float]:
+        """Seconds from each datum's arrival to its frames being in the images."""
+        return self._record.lags
+
+    @property
+    def reduced(self) -> list[tuple[str, float]]:
+        """``(datum uid, time.time())`` of each datum once its frames were reduced."""
+        return self._record.reduced
 
     # -- before any run ----------------------------------------------------------------
     def warm_up(self, dtypes: Iterable = (np.uint16,)) -> float:
@@ -179,23 +178,12 @@ class LiveReduction(DocumentRouter):
                 "run %s: no 2-D scan shape in the start document; not reduced", doc["uid"]
             )
             return
-        blocks = self.blocks_factory(spec, shape)
-        if isinstance(blocks, LocalBlocks):
-            blocks.on_progress = self._progress
-        self._run = {
-            "start": doc,
-            "spec": spec,
-            "shape": shape,
-            "blocks": blocks,
-            "resources": {},
-            "per_event": {},
-            "announced": [],  # the Blocks of every stream_datum: what the raw run holds
-            "error": None,
-        }
-        self.lags, self.reduced = [], []
-        self._latest, self._frames = None, 0
+        run = RunState(start=doc, spec=spec, shape=shape,
+                        executor=self.executor_factory(spec, shape))  # fmt: skip
+        run.executor.on_progress = run.worker.progress
+        self._record, self._run = run.worker, run
         self._thread = threading.Thread(
-            target=self._work, name="bluestem-live-reduction", daemon=True
+            target=self._work, args=(run,), name="bluestem-live-reduction", daemon=True
         )
         self._thread.start()
 
@@ -205,7 +193,7 @@ class LiveReduction(DocumentRouter):
         raw = doc.get("reduction")
         if not raw:
             return None
-        from bluestem.reduce import ReductionSpec
+        from bluestem.reduce.spec import ReductionSpec
 
         try:
             return ReductionSpec.from_dict(raw)
@@ -216,12 +204,13 @@ class LiveReduction(DocumentRouter):
             return None
 
     def descriptor(self, doc):
-        if self._run is None:
+        run = self._run
+        if run is None:
             return
         for key, info in doc["data_keys"].items():
             shape = info.get("shape") or []
             if info.get("external") == "STREAM:" and len(shape) >= 2:
-                self._run["per_event"][doc["uid"], key] = int(np.prod(shape[:-2], dtype=int))
+                run.per_event[doc["uid"], key] = int(np.prod(shape[:-2], dtype=int))
                 if info.get("dtype_numpy"):
                     # Before the detector is armed: compiling later would be lag.
                     self._warm_quietly(info["dtype_numpy"])
@@ -233,23 +222,23 @@ class LiveReduction(DocumentRouter):
             logger.warning("could not compile the kernels for %r: %s", dtype_str, exc)
 
     def stream_resource(self, doc):
-        if self._run is None:
+        run = self._run
+        if run is None:
             return
-        self._run["resources"][doc["uid"]] = doc
-        per_event = [n for (_, key), n in self._run["per_event"].items()
-                     if key == doc.get("data_key")]  # fmt: skip
+        run.resources[doc["uid"]] = doc
+        per_event = [n for (_, key), n in run.per_event.items() if key == doc.get("data_key")]
         if per_event and per_event[0] > 1:
             # A fly raster's file (one event per scan row): the thread may follow it from
             # its first frame, before the first row is announced.
-            self._queue.put(_Watch(Block(_path(doc["uri"]), doc["parameters"]["dataset"],
-                                         first=0, count=0, position=0)))  # fmt: skip
+            run.inbox.put(Watch(Block(_path(doc["uri"]), doc["parameters"]["dataset"],
+                                       first=0, count=0, position=0)))  # fmt: skip
 
     def stream_datum(self, doc):
         run = self._run
-        if run is None or doc["stream_resource"] not in run["resources"]:
+        if run is None or doc["stream_resource"] not in run.resources:
             return
-        res = run["resources"][doc["stream_resource"]]
-        per_event = run["per_event"].get((doc["descriptor"], res.get("data_key")), 1)
+        res = run.resources[doc["stream_resource"]]
+        per_event = run.per_event.get((doc["descriptor"], res.get("data_key")), 1)
         start, stop = doc["indices"]["start"], doc["indices"]["stop"]
         block = Block(
             path=_path(res["uri"]),
@@ -260,39 +249,36 @@ class LiveReduction(DocumentRouter):
             received_at=self.clock(),
             datum=doc["uid"],
         )
-        run["announced"].append(block)
-        self._queue.put(block)
+        run.announced.append(block)
+        run.inbox.put(Reduce(block))
 
     def stop(self, doc):
         run, self._run = self._run, None
         if run is None:
             return
-        self._queue.put(_DONE)
+        run.inbox.put(DONE)
         self._thread.join(self.timeout)
+        uid = run.start["uid"]
         if self._thread.is_alive():
-            logger.error(
-                "run %s: the reduction did not finish within %.0f s; no derived run",
-                run["start"]["uid"],
-                self.timeout,
-            )
+            logger.error("run %s: the reduction did not finish within %.0f s; no derived run",
+                         uid, self.timeout)  # fmt: skip
             return
-        blocks = run["blocks"]
-        uid = run["start"]["uid"]
-        if not run["announced"]:  # e.g. its configuration failed: nothing to reduce
-            blocks.close()
+        executor = run.executor
+        if not run.announced:  # e.g. its configuration failed: nothing to reduce
+            executor.close()
             logger.info("run %s announced no frames: no derived run", uid)
             return
         try:
-            if run["error"] is not None:
-                raise run["error"]
-            blocks.reduce_late()
-            reducer = self._announced_only(run, blocks.result())
-            images, dpc = final_images(reducer, run["spec"], step=_step(run["start"]))
+            if run.worker.error is not None:
+                raise run.worker.error
+            executor.reduce_late()
+            reducer = self._announced_only(run, executor.result())
+            images, dpc = final_images(reducer, run.spec, step=_step(run.start))
         except Exception:
             logger.exception("run %s: the reduction failed; no derived run", uid)
             return
         finally:
-            blocks.close()
+            executor.close()
         if dpc.get("skipped"):
             logger.warning("run %s: no DPC images (%s)", uid, dpc["skipped"])
         if dpc.get("problems"):
@@ -303,9 +289,9 @@ class LiveReduction(DocumentRouter):
             )  # fmt: skip
         self.result = {"images": images, "dpc": dpc}
         self._last = self._view(run, images)
-        frames = {"reduced": reducer.count, "announced": frames_in(run["announced"])}
+        frames = {"reduced": reducer.count, "announced": frames_in(run.announced)}
         docs = derived_run_documents(
-            run["start"], run["spec"], images, dpc=dpc, mode=self.mode,
+            run.start, run.spec, images, dpc=dpc, mode=self.mode,
             metadata={"frames": frames}, parent_stop=doc,
         )  # fmt: skip
         self.derived_uid = docs[0][1]["uid"]
@@ -313,24 +299,27 @@ class LiveReduction(DocumentRouter):
             for sink in self.sinks:
                 sink(name, document)
 
-    def _announced_only(self, run: dict, reducer):
+    def _announced_only(self, run: RunState, reducer):
         """The reducer, holding only frames of positions the raw run announced.
 
-        Reading ahead in the file (``follow``) reduces frames before their announcement;
-        a run cut off without announcing them (a halt, a lost IOC) must not have them in
-        its derived run. Then the announced blocks are reduced again, alone (rare)."""
-        announced = covered(run["announced"], reducer.filled.size)
+        An executor that reads ahead in the file (``reads_ahead``: ``follow``) reduces
+        frames before their announcement; a run cut off without announcing them (a halt,
+        a lost IOC) must not have them in its derived run. Then the announced blocks are
+        reduced again, alone, by a new executor (rare)."""
+        if not run.executor.reads_ahead:
+            return reducer
+        announced = covered(run.announced, reducer.filled.size)
         extra = reducer.filled.ravel() & ~announced
-        if not extra.any() or not isinstance(run["blocks"], LocalBlocks):
+        if not extra.any():
             return reducer
         logger.warning(
             "run %s: %d frames reduced ahead were never announced by the run; reducing "
-            "its %d announced frames again without them", run["start"]["uid"],
+            "its %d announced frames again without them", run.start["uid"],
             int(extra.sum()), int(announced.sum()),
         )  # fmt: skip
-        again = self.blocks_factory(run["spec"], run["shape"])
+        again = self.executor_factory(run.spec, run.shape)
         try:
-            for block in run["announced"]:
+            for block in run.announced:
                 again.reduce(block)
             again.reduce_late()
             return again.result()
@@ -338,45 +327,38 @@ class LiveReduction(DocumentRouter):
             again.close()
 
     # -- the worker thread -------------------------------------------------------------
-    def _work(self) -> None:
-        run = self._run
-        blocks = run["blocks"]
-        follow = getattr(blocks, "follow", None)
+    def _work(self, run: RunState) -> None:
+        record = run.worker
         while True:
             try:
-                block = self._queue.get(timeout=FOLLOW_INTERVAL if follow else None)
+                message = run.inbox.get(timeout=FOLLOW_INTERVAL)
             except queue.Empty:
                 # Nothing announced: read on in the file while the writer fills it, so an
                 # announcement finds most of its frames already reduced.
-                if run["error"] is None:
-                    try:
-                        while follow() and self._queue.empty():
-                            pass
-                    except Exception as exc:
-                        run["error"] = exc
-                        logger.error("run %s: reading ahead failed: %s", run["start"]["uid"],
-                                     exc)  # fmt: skip
+                self._follow(run)
                 continue
-            if block is _DONE:
+            if message is DONE:
                 return
-            if run["error"] is not None:
+            if record.error is not None:
                 continue  # drain: the stop document reports the first error
             try:
-                if isinstance(block, _Watch):  # a file to follow, not an announcement
-                    if hasattr(blocks, "watch"):
-                        blocks.watch(block.block)
-                    continue
-                blocks.reduce(block)
-                self.lags.append(self.clock() - block.received_at)
-                self.reduced.append((block.datum, time.time()))
+                message.handle(run, self.clock)
             except Exception as exc:
-                run["error"] = exc
-                logger.error("run %s: reducing %s failed: %s", run["start"]["uid"], block,
-                             exc)  # fmt: skip
+                record.error = exc
+                logger.error("run %s: %s %s failed: %s", run.start["uid"], message.verb,
+                             message.block, exc)  # fmt: skip
 
-    def _progress(self, frames: int, latest: np.ndarray) -> None:
-        self._frames += frames
-        self._latest = latest
+    @staticmethod
+    def _follow(run: RunState) -> None:
+        """Let the executor read ahead until it has nothing new or a message waits."""
+        if run.worker.error is not None:
+            return
+        try:
+            while run.executor.follow() and run.inbox.empty():
+                pass
+        except Exception as exc:
+            run.worker.error = exc
+            logger.error("run %s: reading ahead failed: %s", run.start["uid"], exc)
 
     # -- for live images (any thread) --------------------------------------------------
     def snapshot(self) -> dict:
@@ -384,35 +366,27 @@ class LiveReduction(DocumentRouter):
 
         The mapping :class:`bluestem.callbacks.live_images.LiveImages` draws; the DPC
         image is computed from the centre of mass so far (rotation from the spec, or
-        estimated).
+        estimated). An executor that cannot show partial images gives none until the
+        run's end.
         """
         run = self._run
         if run is None:
             if self._last is not None:
                 return dict(self._last)
-            return {
-                "images": {},
-                "latest": None,
-                "masks": {},
-                "uid": None,
-                "frames": 0,
-                "total": 0,
-            }
-        blocks = run["blocks"]
-        images = {}
-        if isinstance(blocks, LocalBlocks):
-            images = blocks.reducer.images()  # a copy, under the reducer's own lock
-            images, _ = add_dpc(images, run["spec"], step=_step(run["start"]),
-                                min_neighbourhoods=LIVE_DPC_NEIGHBOURHOODS)  # fmt: skip
+            return {"images": {}, "latest": None, "masks": {}, "uid": None, "frames": 0,
+                    "total": 0}  # fmt: skip
+        images, _ = add_dpc(run.executor.live_images(), run.spec, step=_step(run.start),
+                            min_neighbourhoods=LIVE_DPC_NEIGHBOURHOODS)  # fmt: skip
         return self._view(run, images)
 
-    def _view(self, run: dict, images: dict) -> dict:
-        ny, nx = run["shape"]
+    @staticmethod
+    def _view(run: RunState, images: dict) -> dict:
+        ny, nx = run.shape
         return {
             "images": images,
-            "latest": self._latest,
-            "masks": run["spec"].masks(),
-            "uid": run["start"]["uid"],
-            "frames": self._frames,
+            "latest": run.worker.latest,
+            "masks": run.spec.masks(),
+            "uid": run.start["uid"],
+            "frames": run.worker.frames,
             "total": ny * nx,
         }

@@ -3,9 +3,14 @@
 Frames are counted from ``stream_datum`` documents (each covers ``stop - start`` indices of
 the stream; one index is one scan row of ``nx`` frames in a fly raster, one frame in a
 step scan: the per-index frame count comes from the descriptor's data-key shape). The
-total is the product of the start document's ``scan.shape``. Dropped frames come from
-each detector's ``hdf.dropped_frames`` signal (``HDF1:DroppedFrames_RBV``), read when a
-datum arrives (one CA read per block of rows, not per frame).
+total is the product of the start document's ``scan.shape``.
+
+Dropped frames come from the documents too, never from Channel Access: a descriptor (of
+any stream; the fly raster records the detector's ``HDF1:DroppedFrames_RBV`` as a monitor
+stream) whose data keys end in ``dropped_frames`` (e.g. ``det_hdf_dropped_frames``)
+declares a dropped-frame counter, and each of its events (or event pages) gives the
+counter's latest value. The count shown is the sum over counters of each one's latest
+value.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["ProgressBar"]
+__all__ = ["DROPPED_SUFFIX", "ProgressBar"]
+
+#: A data key ending in this is a dropped-frame counter (a monitor of the file writer's).
+DROPPED_SUFFIX = "dropped_frames"
 
 
 def _fmt_time(seconds: float) -> str:
@@ -28,11 +36,12 @@ def _fmt_time(seconds: float) -> str:
 class ProgressBar:
     """Bluesky callback printing scan progress.
 
+    Every count comes from the documents (see the module docstring): frames from
+    ``stream_datum``, the total from the start document's ``scan.shape``, dropped frames
+    from the events of descriptors whose data keys end in ``dropped_frames``.
+
     Parameters
     ----------
-    detectors : sequence of devices, optional
-        Devices with ``hdf.dropped_frames`` (PixelatedDetector) whose dropped-frame
-        counters are shown.
     stream : file, optional
         Where to print (default ``sys.stderr``).  On a terminal one line is redrawn in
         place (``\\r``) at most every ``interval`` s; otherwise a plain line is printed at
@@ -43,25 +52,26 @@ class ProgressBar:
     Attributes
     ----------
     frames, total, dropped : int
-        The current run's counts (kept after the run for inspection).
+        The current run's counts (kept after the run for inspection); ``dropped`` is the
+        sum of every dropped-frame counter's latest value.
     """
 
     def __init__(
         self,
-        detectors=(),
         *,
         stream: TextIO | None = None,
         width: int = 30,
         interval: float = 0.2,
         plain_interval: float = 1.0,
     ):
-        self.detectors = list(detectors)
         self.stream = stream
         self.width = width
         self.interval = interval
         self.plain_interval = plain_interval
         self.frames = self.total = self.dropped = 0
         self._per_index: dict[str, int] = {}
+        self._counters: dict[str, list[str]] = {}  # descriptor uid -> its dropped keys
+        self._dropped: dict[str, int] = {}  # data key -> its latest value
         self._t0 = 0.0
         self._last = 0.0
         self._active = False
@@ -87,11 +97,17 @@ class ProgressBar:
         self.total = total if shape else 0
         self.frames = self.dropped = 0
         self._per_index.clear()
+        self._counters.clear()
+        self._dropped.clear()
         self._t0 = self._last = time.monotonic()
         self._active = True
 
     def _descriptor(self, doc: dict) -> None:
-        for key in doc.get("data_keys", {}).values():
+        data_keys = doc.get("data_keys", {})
+        counters = [k for k in data_keys if k.endswith(DROPPED_SUFFIX)]
+        if counters:
+            self._counters[doc["uid"]] = counters
+        for key in data_keys.values():
             if key.get("external") == "STREAM:":
                 shape = key.get("shape") or []
                 per = 1
@@ -100,28 +116,36 @@ class ProgressBar:
                 self._per_index[doc["uid"]] = per
                 return
 
+    def _event(self, doc: dict) -> None:
+        self._take_dropped(doc, doc.get("data", {}))
+
+    def _event_page(self, doc: dict) -> None:
+        data = doc.get("data", {})
+        self._take_dropped(doc, {k: v[-1] for k, v in data.items() if len(v)})  # the latest
+
+    def _take_dropped(self, doc: dict, data: dict) -> None:
+        """The latest value of each dropped-frame counter of the event's descriptor."""
+        keys = self._counters.get(doc.get("descriptor"), ())
+        try:
+            self._dropped.update({key: int(data[key]) for key in keys if key in data})
+        except (TypeError, ValueError):  # a progress bar never stops a run
+            return
+        dropped = sum(self._dropped.values())
+        if dropped != self.dropped:
+            self.dropped = dropped
+            self._show(final=False)
+
     def _stream_datum(self, doc: dict) -> None:
         per = self._per_index.get(doc.get("descriptor"), 1)
         idx = doc["indices"]
         self.frames += (idx["stop"] - idx["start"]) * per
-        self._read_dropped()
         self._show(final=False)
 
     def _stop(self, doc: dict) -> None:
         if not self._active:
             return
-        self._read_dropped()
         self._show(final=True, status=doc.get("exit_status", "?"))
         self._active = False
-
-    def _read_dropped(self) -> None:
-        total = 0
-        for det in self.detectors:
-            try:
-                total += int(det.hdf.dropped_frames.get(use_monitor=False))
-            except Exception:  # a progress bar never stops a run
-                return
-        self.dropped = total
 
     def line(self, status: str | None = None) -> str:
         """The progress text (without bar): frames, rate, ETA, dropped."""

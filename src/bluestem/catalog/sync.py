@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from bluestem.callbacks.journal import JournaledRun, find_runs, mark_synced
+from bluestem.journal import JournaledRun, find_runs, mark_synced
 
 __all__ = ["RunResult", "SyncReport", "replay_run", "sync_journal"]
 

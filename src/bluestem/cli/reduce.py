@@ -156,7 +156,7 @@ def _documents(args, key):
 
         client = connect(args.catalog, key)
     if args.journal:
-        from bluestem.callbacks import find_runs
+        from bluestem.journal import find_runs
 
         runs = {r.uid: r for r in find_runs(args.journal)}
         uid = _unique(args.uid, runs, f"the journal {args.journal}")
@@ -201,8 +201,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _reduce(args, docs, spec, client) -> int:
-    from bluestem.callbacks import DocumentJournal, LiveReduction
-    from bluestem.callbacks.reduction_blocks import DaskBlocks
+    from bluestem.callbacks import LiveReduction
+    from bluestem.journal import DocumentJournal
+    from bluestem.reduce.executors import DaskExecutor
 
     sinks, journal = [], None
     if client is not None:
@@ -213,7 +214,7 @@ def _reduce(args, docs, spec, client) -> int:
         journal = DocumentJournal(args.journal)
         sinks.insert(0, journal)
     cluster = dask = None
-    blocks = None
+    executor = None
     mode = "offline"
     if args.scheduler:
         from distributed import Client, LocalCluster
@@ -227,10 +228,12 @@ def _reduce(args, docs, spec, client) -> int:
             dask = Client(args.scheduler)
         mode = "distributed"
 
-        def blocks(spec, shape):
-            return DaskBlocks(dask, spec, shape)
+        def executor(spec, shape):
+            return DaskExecutor(dask, spec, shape)
 
-    live = LiveReduction(sinks, spec=spec, blocks=blocks, mode=mode, threads=os.cpu_count() or 1)
+    live = LiveReduction(
+        sinks, spec=spec, executor=executor, mode=mode, threads=os.cpu_count() or 1
+    )
     try:
         for name, doc in docs:
             live(name, doc)

@@ -20,6 +20,9 @@ from bluestem.reduce.spec import ReductionSpec
 
 __all__ = ["check_reductions", "resolve_reductions", "run_spec"]
 
+#: rad per mrad: the start document records angles in mrad, the spec takes rad.
+MRAD = 1e-3
+
 SHORTHAND_KEYS = ("bf", "adf", "com", "com_radius", "com_mask", "centre", "masks", "rotation",
                   "flip")  # fmt: skip
 
@@ -52,16 +55,24 @@ def check_reductions(reductions: Any) -> Any:
 
 
 def _calibration(state: Mapping[str, Any]) -> tuple[tuple[int, int], float | None, float | None]:
-    """Frame shape, rad per pixel and the probe's convergence semi-angle (rad)."""
+    """Frame shape, rad per pixel and the probe's convergence semi-angle (rad).
+
+    The angle per pixel is the one the run recorded, ``calibration.angle_per_pixel_mrad``:
+    :func:`bluestem.instrument.angle_per_pixel` (rad) of the detector and microscope as
+    read back, in mrad. It is converted back, never recomputed from the readbacks, so a
+    spec resolved from a stored run is the one resolved live, bit for bit. The microscope
+    reads back its convergence semi-angle in mrad.
+    """
     det = state.get("detector", {})
     frame = (int(det["cam_array_size_y"]), int(det["cam_array_size_x"]))
     mrad = state.get("calibration", {}).get("angle_per_pixel_mrad")
     alpha = (state.get("microscope") or {}).get("convergence_angle")
-    return (
-        frame,
-        None if mrad is None else float(mrad) * 1e-3,
-        None if alpha is None else float(alpha) * 1e-3,
-    )
+    return frame, _rad(mrad), _rad(alpha)
+
+
+def _rad(mrad: Any) -> float | None:
+    """A recorded angle in mrad, in rad (None stays None)."""
+    return None if mrad is None else float(mrad) * MRAD
 
 
 def resolve_reductions(reductions: Any, state: Mapping[str, Any]):

@@ -7,7 +7,7 @@ pixel is converted to float32 once per pack rather than once per channel. Within
 detector row the products are summed in float32 (vectorised, over at most a few hundred
 pixels, so the rounding stays near 1e-7); rows are summed in float64.
 
-Determinism: a frame's totals depend only on its own pixels and the plan (the packs and
+Determinism: a frame's totals depend only on its own pixels and the layout (the packs and
 their row bounds). The four frames of a group run through identical, independent
 accumulators, and a short last group is padded by repeating its last frame (whose
 duplicate results are discarded), so a frame gets bit-for-bit the same totals whatever
@@ -15,7 +15,7 @@ block it arrives in and wherever it sits in the block.
 
 Pack kinds (``PACK_*``): a pack with a *unit* channel sums the plain pixel values for
 that channel (the COM denominator over the whole frame) without loading weights. Only two
-kinds of four slots exist (a plan pads a short pack with an all-zero weight row): each
+kinds of four slots exist (a layout pads a short pack with an all-zero weight row): each
 inlined row loop adds seconds of compilation per frame dtype, and inlining them is worth
 about 7 % of throughput.
 """

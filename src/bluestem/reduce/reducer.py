@@ -11,8 +11,8 @@ import numba
 import numpy as np
 
 from bluestem.reduce.kernels import fused_reduce
+from bluestem.reduce.layout import KernelLayout, build_layout
 from bluestem.reduce.patterns import EXACT_FRAMES, PatternParts, exact32
-from bluestem.reduce.plan import Plan, build_plan
 from bluestem.reduce.spec import ReductionSpec
 
 __all__ = ["DTYPES", "ReducedPart", "Reducer"]
@@ -87,18 +87,18 @@ class Reducer:
         self.scan_shape = shape
         self._size = shape[0] * shape[1]
         self._lock = threading.RLock()
-        self._totals = np.full((self._size, self._plan.ncols), np.nan)
+        self._totals = np.full((self._size, self._layout.ncols), np.nan)
         self._filled = np.zeros(self._size, bool)
         self._patterns = PatternParts(spec.frame_shape, spec.sum_dp, spec.max_dp)
 
     @cached_property
-    def _plan(self) -> Plan:
-        return build_plan(self.spec)
+    def _layout(self) -> KernelLayout:
+        return build_layout(self.spec)
 
     def __getstate__(self) -> dict:
         with self._lock:
             self._patterns.fold()
-            return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_plan")}
+            return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_layout")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -141,7 +141,7 @@ class Reducer:
 
     def _reduce(self, frames: np.ndarray, totals: np.ndarray, patterns: PatternParts) -> None:
         """Run the kernel over ``frames`` into ``totals`` rows and ``patterns``' parts."""
-        plan = self._plan
+        layout = self._layout
         exact = exact32(frames.dtype)
         block = EXACT_FRAMES if exact else max(1, frames.shape[0])
         for start in range(0, frames.shape[0], block):
@@ -149,8 +149,8 @@ class Reducer:
             chunks = max(1, min(numba.get_num_threads(), (part.shape[0] + 3) // 4))
             sum_parts, max_parts = patterns.for_kernel(frames.dtype, part.shape[0], chunks)
             fused_reduce(
-                part, plan.weights, plan.kinds, plan.pack_w, plan.pack_out, plan.bounds,
-                plan.den_col, plan.yw, totals[start : start + part.shape[0]],
+                part, layout.weights, layout.kinds, layout.pack_w, layout.pack_out, layout.bounds,
+                layout.den_col, layout.yw, totals[start : start + part.shape[0]],
                 sum_parts, max_parts, exact, chunks,
             )  # fmt: skip
 
@@ -185,7 +185,7 @@ class Reducer:
         For distributed runs: reduce disjoint ranges anywhere, then :meth:`combine`.
         """
         first, frames = self._check(first, frames)
-        totals = np.empty((frames.shape[0], self._plan.ncols))
+        totals = np.empty((frames.shape[0], self._layout.ncols))
         spec = self.spec
         patterns = PatternParts(spec.frame_shape, spec.sum_dp, spec.max_dp)
         self._reduce(frames, totals, patterns)
@@ -263,18 +263,18 @@ class Reducer:
             return self._images()
 
     def _images(self) -> dict[str, np.ndarray]:
-        spec, plan, totals = self.spec, self._plan, self._totals
+        spec, layout, totals = self.spec, self._layout, self._totals
         filled = self._filled
         out: dict[str, np.ndarray] = {}
 
         def scan_image(values: np.ndarray) -> np.ndarray:
             return np.where(filled, values, np.nan).reshape(self.scan_shape)
 
-        for name, col in plan.detector_cols.items():
+        for name, col in layout.detector_cols.items():
             out[name] = scan_image(totals[:, col])
         if spec.com:
-            den = totals[:, plan.den_col]
-            num_x = totals[:, plan.x_col] - plan.x_offset * den
+            den = totals[:, layout.den_col]
+            num_x = totals[:, layout.x_col] - layout.x_offset * den
             num_y = totals[:, -1]
             ok = filled & (den != 0)
             for axis, num in (("y", num_y), ("x", num_x)):

@@ -214,8 +214,8 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
 
     import ophyd
 
-    from bluestem.callbacks import DocumentJournal, ResilientTiledWriter
-    from bluestem.callbacks.progress import ProgressBar
+    from bluestem.callbacks import ProgressBar, ResilientTiledWriter
+    from bluestem.journal import DocumentJournal
     from bluestem.session.baseline import Baseline
     from bluestem.session.engine import RunEngine
 
@@ -250,8 +250,7 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
         )
         session.callbacks["writer"] = RE.subscribe(session.writer)
     if cfg.progress:
-        detectors = [d for d in devices.values() if hasattr(d, "hdf")]
-        session.progress = ProgressBar(detectors=detectors)
+        session.progress = ProgressBar()  # dropped frames from the monitor stream's events
         session.callbacks["progress"] = RE.subscribe(session.progress)
     _subscribe_live(session, cfg.live)
     _subscribe_summary(session, cfg)

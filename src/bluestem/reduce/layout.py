@@ -1,4 +1,4 @@
-"""The kernel plan: a spec turned into weight rows, packs and per-row column bounds.
+"""The kernel layout: a spec turned into weight rows, packs and per-row column bounds.
 
 Output columns of the kernel (one row per frame): the detector images in spec order,
 then, with COM, the denominator ``sum(I)`` and the x numerator ``sum((c - ic) I)``
@@ -17,12 +17,13 @@ import numpy as np
 from bluestem.reduce.kernels import PACK_U3, PACK_W4
 from bluestem.reduce.spec import ReductionSpec
 
-__all__ = ["Plan", "build_plan"]
+__all__ = ["KernelLayout", "build_layout"]
 
 
 @dataclass(frozen=True)
-class Plan:
-    """Arrays for :func:`bluestem.reduce.kernels.fused_reduce` (see its docstring)."""
+class KernelLayout:
+    """Arrays for :func:`bluestem.reduce.kernels.fused_reduce` (see its docstring): where
+    each weight row, pack and output column of the fused kernel lies."""
 
     weights: np.ndarray
     kinds: np.ndarray
@@ -58,8 +59,8 @@ def _union(extents: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def build_plan(spec: ReductionSpec) -> Plan:
-    """The kernel arrays for ``spec``."""
+def build_layout(spec: ReductionSpec) -> KernelLayout:
+    """The kernel layout of ``spec``: its weight rows, packs, bounds and output columns."""
     ky, kx = spec.frame_shape
     cy, cx = spec.centre
     masks = spec.masks()
@@ -109,7 +110,7 @@ def build_plan(spec: ReductionSpec) -> Plan:
         bounds.append(_union(used))
         pack_w.append(wrows)
         pack_out.append(cols)
-    return Plan(
+    return KernelLayout(
         weights=weights,
         kinds=np.array([p[0] for p in packs], np.int64),
         pack_w=np.array(pack_w, np.int64).reshape(-1, 4),

@@ -1,142 +1,112 @@
 """Where the frames of announced blocks are reduced: in this process, or on Dask workers.
 
-A *block* is what one ``stream_datum`` announces: a contiguous range of frames of one raw
-file, at a known place in the scan. :class:`LocalBlocks` reads each block with
-:class:`bluestem.frames.FrameReader` (direct chunk reads, checksums verified) and adds it
-to one :class:`bluestem.reduce.Reducer`. :class:`DaskBlocks` sends chunk-aligned ranges of
-each block to a Dask cluster, where :func:`reduce_range` reduces them into partial results,
-and combines those at the end. A frame's reduction never depends on the block it arrived
-in, so both give bitwise identical images.
+Every executor has the interface of :class:`ReductionExecutor`, which is all
+:class:`bluestem.callbacks.LiveReduction` knows of it: :meth:`~ReductionExecutor.reduce`
+a block, :meth:`~ReductionExecutor.result` at the end, and optional capabilities whose
+defaults do nothing (following a file ahead of its announcements, partial images for the
+live display, progress callbacks).
+
+:class:`LocalExecutor` reads each block with :class:`bluestem.frames.FrameReader` (direct
+chunk reads, checksums verified) and adds it to one :class:`bluestem.reduce.Reducer`.
+:class:`DaskExecutor` sends chunk-aligned ranges of each block to a Dask cluster, where
+:func:`reduce_range` reduces them into partial results, and combines those at the end. A
+frame's reduction never depends on the block it arrived in, so both give bitwise
+identical images.
+
+Importing this module loads neither numba nor dask: numba loads when a
+:class:`LocalExecutor` is made for a spec (or reduces), dask with the client a
+:class:`DaskExecutor` is given.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import numpy as np
 
+from bluestem.reduce.blocks import (
+    READ_FRAMES,
+    Block,
+    add_received,
+    covered,
+    frames_in,
+    open_reader,
+    read_received,
+    received_runs,
+)
+
 __all__ = [
+    "OPEN_FILES",
     "Block",
-    "DaskBlocks",
-    "LocalBlocks",
+    "DaskExecutor",
+    "LocalExecutor",
+    "ReductionExecutor",
     "covered",
     "frames_in",
-    "open_reader",
-    "received_runs",
     "reduce_range",
 ]
 
-# Frames of one read in the local path: whole chunks, a few MiB, so the snapshot the live
-# images see advances smoothly within a big block.
-READ_FRAMES = 256
-# How long a block whose chunks are not yet visible (SWMR: the writer's flush follows its
-# counters) is retried before the reduction gives up on it.
-NOT_WRITTEN_TIMEOUT = 10.0
 # Raw files kept open at once (a fly scan has one; a step scan one per frame).
 OPEN_FILES = 4
-# Reads of a chunk whose checksum fails before it counts as corrupt (see _read_received).
-TORN_RETRIES = 5
-# How long an announced frame the received map does not show yet is waited for: longer
-# than the writer's flush interval (0.5 s), so only dropped and late frames exceed it.
-RECEIVED_GRACE = 0.6
 
 
-@dataclass(frozen=True)
-class Block:
-    """Frames ``first .. first + count - 1`` of ``path`` are scan positions
-    ``position .. position + count - 1`` (flat, row-major)."""
+class ReductionExecutor(ABC):
+    """The interface of an executor: what the live reduction calls, and nothing else.
 
-    path: str
-    dataset: str
-    first: int
-    count: int
-    position: int
-    received_at: float = 0.0
-    datum: str = ""  # the announcing stream_datum's uid
+    One thread (the live reduction's worker) calls :meth:`watch`, :meth:`follow`,
+    :meth:`reduce` and :meth:`reduce_late`; :meth:`live_images` may be called from any
+    thread; :meth:`result` and :meth:`close` once the worker is done.
 
+    Subclasses implement :meth:`reduce` and :meth:`result`; every other method has a
+    default that does nothing, for an executor without the capability.
 
-def covered(blocks, size: int) -> np.ndarray:
-    """Flat bool mask of the ``size`` scan positions the ``blocks`` cover."""
-    mask = np.zeros(size, dtype=bool)
-    for block in blocks:
-        mask[block.position : block.position + block.count] = True
-    return mask
-
-
-def frames_in(blocks) -> int:
-    """Frames the ``blocks`` announce."""
-    return sum(block.count for block in blocks)
-
-
-def received_runs(received: np.ndarray) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each run of True in a 1-D bool array."""
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], received.view(np.int8), [0]))))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
-
-
-def open_reader(path: str, dataset: str, verify: bool, threads: int = 2):
-    """A FrameReader for a block's file: a bluestem raw-frame file (FrameWriter layout)."""
-    from bluestem.frames import FRAMES_PATH, FrameReader
-
-    if dataset != FRAMES_PATH:
-        raise ValueError(
-            f"{path}: dataset {dataset!r} is not a bluestem raw-frame dataset "
-            f"(allowed: {FRAMES_PATH!r}, as written by the detector IOC)"
-        )
-    return FrameReader(path, verify=verify, threads=threads)
-
-
-def _read_received(
-    reader, first: int, count: int, *, wait: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Frames and received map of a range, waiting while the writer's flush catches up
-    (``wait=False``: raise ``FramesNotWritten`` at once).
-
-    With ``wait``, frames the ``received`` map does not show yet are read again for up to
-    ``RECEIVED_GRACE``: the writer counts a frame as written (NumCaptured_RBV) before its
-    flush makes the map visible to this reader. Frames still not received after that are
-    dropped or late, and returned as such.
-
-    A checksum mismatch is read again a few times first: a chunk written with a gap is
-    rewritten in place when its late frame arrives, and a read during that rewrite sees
-    half of each. A chunk that is really corrupt fails every time, and is raised.
+    Attributes
+    ----------
+    on_progress : callable or None
+        Set by the caller; an executor that can report progress calls it from its
+        reducing thread with ``(frames, latest_frame)`` after each read. Default None.
+    reads_ahead : bool
+        True when :meth:`follow` may reduce frames before their announcement, so that
+        :meth:`result` can hold frames a run cut off never announced (the caller then
+        reduces the announced blocks again, alone, with a new executor). Default False.
     """
-    from bluestem.frames import ChecksumError, FramesNotWritten
 
-    now = time.monotonic()
-    deadline, grace = now + NOT_WRITTEN_TIMEOUT, now + RECEIVED_GRACE
-    torn = 0
-    while True:
-        try:
-            received = reader.received(first, count)
-            frames = reader.read(first, count)
-            if not wait or received.all() or time.monotonic() > grace:
-                return frames, received
-        except FramesNotWritten:
-            if not wait or time.monotonic() > deadline:
-                raise
-        except ChecksumError:
-            torn += 1
-            if torn > TORN_RETRIES:
-                raise
-        time.sleep(0.005)
-        reader.refresh()
+    on_progress: Callable[[int, np.ndarray], None] | None = None
+    reads_ahead: bool = False
+
+    def watch(self, block: Block) -> None:  # noqa: B027 (an optional capability)
+        """A file whose frames :meth:`follow` may read ahead, from ``block`` on (a fly
+        raster's file, announced by its stream resource). Default: ignored."""
+
+    def follow(self) -> int:
+        """Reduce frames written beyond the last announced block; returns how many were
+        handled (0, false: nothing new, or the executor cannot). Default: 0."""
+        return 0
+
+    @abstractmethod
+    def reduce(self, block: Block) -> None:
+        """Reduce the frames of one announced block (or send them to be reduced)."""
+
+    def reduce_late(self) -> int:
+        """Reduce frames missing when their block was read but received since; returns
+        how many. Called once, after the last block. Default: 0."""
+        return 0
+
+    @abstractmethod
+    def result(self):
+        """The :class:`bluestem.reduce.Reducer` holding every reduced block."""
+
+    def live_images(self) -> dict[str, np.ndarray]:
+        """The images so far (a copy, safe from any thread), for the live display.
+        Default: ``{}`` (an executor whose partial results are elsewhere)."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 (an optional capability)
+        """Release files and results. Default: nothing to release."""
 
 
-def _add_received(reducer, frames: np.ndarray, received: np.ndarray, position: int) -> int:
-    """Add only frames the detector delivered: a dropped frame stays NaN, never zero."""
-    if received.all():
-        reducer.add(position, frames)
-        return len(frames)
-    done = 0
-    for a, b in received_runs(received):
-        reducer.add(position + a, frames[a:b])
-        done += b - a
-    return done
-
-
-class LocalBlocks:
+class LocalExecutor(ReductionExecutor):
     """Reduce blocks in this process (one thread at a time calls :meth:`reduce`).
 
     Parameters
@@ -150,7 +120,17 @@ class LocalBlocks:
         Threads for the kernels and the checksums of the thread calling :meth:`reduce`.
         Live, 1: the detector's own frame path needs the other cores, and one core
         reduces many times faster than frames arrive (see docs/live.md).
+
+    Attributes
+    ----------
+    missing : list of (Block, int, int)
+        ``(block, start, stop)`` ranges of blocks not received when read (dropped or
+        late frames), offsets within the block.
+    frontier : int
+        How far the followed file has been reduced (frames).
     """
+
+    reads_ahead = True
 
     def __init__(self, reducer, *, verify: bool = True, on_progress=None, threads: int = 1):
         self.reducer = reducer
@@ -158,12 +138,20 @@ class LocalBlocks:
         self.on_progress = on_progress
         self.threads = int(threads)
         self._readers: dict[str, object] = {}
-        self.missing: list[tuple[Block, int, int]] = []  # (block, start, stop) not received
+        self.missing: list[tuple[Block, int, int]] = []
         # A fly scan's file holds the whole scan in order (frame i is position i): once
-        # its first block is announced the thread may read on ahead of the announcements
-        # (follow), and ``frontier`` is how far the file has been reduced.
+        # it is watched the thread may read on ahead of the announcements (follow), and
+        # ``frontier`` is how far the file has been reduced.
         self._whole: Block | None = None
         self.frontier = 0
+
+    @classmethod
+    def for_spec(cls, spec, scan_shape, *, verify: bool = True, threads: int = 1):
+        """A local executor with a new :class:`bluestem.reduce.Reducer` for ``spec`` and
+        ``scan_shape`` (numba loads here, when a run is reduced, not at import)."""
+        from bluestem.reduce.reducer import Reducer
+
+        return cls(Reducer(spec, tuple(scan_shape)), verify=verify, threads=threads)
 
     def _reader(self, path: str, dataset: str):
         reader = self._readers.pop(path, None)
@@ -195,7 +183,7 @@ class LocalBlocks:
 
     def watch(self, block: Block) -> None:
         """Allow :meth:`follow` on ``block``'s file when it holds the whole scan in order
-        (frame i is position i: a fly raster's file). Called from the reduction thread."""
+        (frame i is position i: a fly raster's file)."""
         if self._whole is not None and self._whole.path == block.path:
             return
         reader = self._reader(block.path, block.dataset)
@@ -203,8 +191,8 @@ class LocalBlocks:
             self._whole, self.frontier = block, 0
 
     def follow(self) -> int:
-        """Reduce frames the writer has put in the file beyond the last announced block
-        (a fly scan's file only); returns how many were handled (0: nothing new yet)."""
+        """Reduce frames the writer has put in the watched file beyond the last announced
+        block; returns how many were handled (0: nothing new yet, or no file watched)."""
         from bluestem.frames import FramesNotWritten
 
         whole = self._whole
@@ -232,8 +220,8 @@ class LocalBlocks:
         return count
 
     def _process(self, reader, block: Block, offset: int, count: int, *, wait: bool) -> None:
-        frames, received = _read_received(reader, block.first + offset, count, wait=wait)
-        _add_received(self.reducer, frames, received, block.position + offset)
+        frames, received = read_received(reader, block.first + offset, count, wait=wait)
+        add_received(self.reducer, frames, received, block.position + offset)
         for a, b in received_runs(~received):
             self.missing.append((block, offset + a, offset + b))
         if self.on_progress is not None and received.any():
@@ -246,8 +234,8 @@ class LocalBlocks:
         for block, a, b in self.missing:
             reader = self._reader(block.path, block.dataset)
             reader.refresh()
-            frames, received = _read_received(reader, block.first + a, b - a)
-            done += _add_received(self.reducer, frames, received, block.position + a)
+            frames, received = read_received(reader, block.first + a, b - a)
+            done += add_received(self.reducer, frames, received, block.position + a)
             still.extend((block, a + s, a + e) for s, e in received_runs(~received))
         self.missing = still
         return done
@@ -256,7 +244,12 @@ class LocalBlocks:
         """The reducer holding every block."""
         return self.reducer
 
+    def live_images(self) -> dict[str, np.ndarray]:
+        """The reducer's images so far (a copy, under the reducer's own lock)."""
+        return self.reducer.images()
+
     def close(self) -> None:
+        """Close the raw files."""
         for reader in self._readers.values():
             reader.close()
         self._readers.clear()
@@ -277,19 +270,24 @@ def reduce_range(
     Returns a :class:`bluestem.reduce.ReducedPart` holding only those positions, for
     :meth:`bluestem.reduce.Reducer.combine`. Frames not received are left out.
     """
-    from bluestem.reduce import Reducer, ReductionSpec
+    from bluestem.reduce.reducer import Reducer
+    from bluestem.reduce.spec import ReductionSpec
 
     reducer = Reducer(ReductionSpec.from_dict(spec), tuple(scan_shape))
     with open_reader(path, dataset, verify) as reader:
         for offset in range(0, count, READ_FRAMES):
             n = min(READ_FRAMES, count - offset)
-            frames, received = _read_received(reader, first + offset, n)
-            _add_received(reducer, frames, received, position + offset)
+            frames, received = read_received(reader, first + offset, n)
+            add_received(reducer, frames, received, position + offset)
     return reducer.to_part()
 
 
-class DaskBlocks:
+class DaskExecutor(ReductionExecutor):
     """Reduce blocks on a Dask cluster, over chunk-aligned frame ranges.
+
+    It neither follows files nor shows partial images (the parts are on the workers until
+    :meth:`result`): those capabilities keep their defaults. Every task reads the file
+    once the run is complete (offline only), so there are no late frames either.
 
     Parameters
     ----------
@@ -298,6 +296,8 @@ class DaskBlocks:
     scan_shape : (ny, nx)
     task_frames : int
         Frames per task (rounded to whole chunks of the file by the caller's blocks).
+    verify : bool
+        Verify chunk checksums on the workers.
     """
 
     def __init__(self, client, spec, scan_shape, *, task_frames: int = 4096, verify=True):
@@ -309,6 +309,7 @@ class DaskBlocks:
         self._futures: list = []
 
     def reduce(self, block: Block) -> None:
+        """Submit one task per ``task_frames`` frames of ``block``."""
         spec = self.spec.to_dict()
         for offset in range(0, block.count, self.task_frames):
             n = min(self.task_frames, block.count - offset)
@@ -327,15 +328,13 @@ class DaskBlocks:
                 )
             )
 
-    def reduce_late(self) -> int:
-        return 0  # every task reads the file once the run is complete (offline only)
-
     def result(self):
         """Gather the partial results and combine them into one reducer."""
-        from bluestem.reduce import Reducer
+        from bluestem.reduce.reducer import Reducer
 
         parts = self.client.gather(self._futures)
         return Reducer.combine(parts)
 
     def close(self) -> None:
+        """Forget the submitted tasks."""
         self._futures.clear()

@@ -1,0 +1,140 @@
+"""The document journal's writer: every bluesky document appended to its run's file.
+
+:class:`DocumentJournal` is a bluesky callback (a plain ``(name, doc)`` callable): it
+writes the layout described in :mod:`bluestem.journal`, holds an exclusive ``flock`` on a
+run's file while the run is written, and marks every run ``.unsynced`` at its start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from bluestem.journal.runs import JournalEncoder, mark_unsynced
+
+try:  # POSIX only; elsewhere a run in progress simply cannot be detected.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+__all__ = ["NOT_UPLOADED", "DocumentJournal"]
+
+logger = logging.getLogger(__name__)
+
+#: The reason a run's ``.unsynced`` marker gives from its start until a catalogue has it.
+NOT_UPLOADED = "not uploaded to a catalogue yet (bluestem sync uploads it)"
+
+
+class _OpenRun:
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = open(path, "ab")  # noqa: SIM115 (kept open for the run's lifetime)
+        if fcntl is not None:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.unsynced_docs = 0
+        self.last_sync = time.monotonic()
+        self.count = 0
+
+    def fsync(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.unsynced_docs = 0
+        self.last_sync = time.monotonic()
+
+    def close(self) -> None:
+        self.fsync()
+        self.file.close()  # releases the flock
+
+
+class DocumentJournal:
+    """Bluesky callback appending every document to ``DIR/YYYY/MM/DD/<uid>.jsonl``.
+
+    Parameters
+    ----------
+    directory : path
+        Journal root; created if missing.
+    fsync_interval : float
+        Seconds between fsyncs while a run goes on (also fsynced at start and stop).
+    fsync_every : int
+        Fsync after this many documents even if ``fsync_interval`` has not passed.
+
+    Notes
+    -----
+    Subscribe it before any catalogue writer so that a document is on disk before
+    anything else can fail on it.  A failure of the journal itself (disk full) is
+    raised: losing the record of last resort must stop the run, unlike a catalogue
+    outage.
+    """
+
+    def __init__(
+        self, directory: str | os.PathLike, *, fsync_interval: float = 1.0, fsync_every: int = 500
+    ):
+        if fsync_interval <= 0:
+            raise ValueError(f"fsync_interval must be > 0 s, got {fsync_interval}")
+        if fsync_every < 1:
+            raise ValueError(f"fsync_every must be >= 1, got {fsync_every}")
+        self.directory = Path(directory)
+        self.fsync_interval = float(fsync_interval)
+        self.fsync_every = int(fsync_every)
+        self._runs: dict[str, _OpenRun] = {}
+        self._owner: dict[str, str] = {}  # descriptor / resource uid -> start uid
+        self._encoder = JournalEncoder(separators=(",", ":"))
+
+    def path_for(self, start_doc: dict) -> Path:
+        """The journal file of the run that ``start_doc`` opens."""
+        day = time.strftime("%Y/%m/%d", time.gmtime(start_doc.get("time", time.time())))
+        return self.directory / day / f"{start_doc['uid']}.jsonl"
+
+    def __call__(self, name: str, doc: dict) -> None:
+        if name == "start":
+            path = self.path_for(doc)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            run = self._runs[doc["uid"]] = _OpenRun(path)
+            self._write(run, name, doc)
+            run.fsync()
+            mark_unsynced(path, NOT_UPLOADED)
+            return
+        uid = self._run_of(name, doc)
+        run = self._runs.get(uid) if uid else None
+        if run is None:
+            logger.warning("journal: %s document of no open run dropped", name)
+            return
+        self._write(run, name, doc)
+        if name == "stop":
+            run.close()
+            del self._runs[uid]
+            self._owner = {k: v for k, v in self._owner.items() if v != uid}
+        elif (
+            run.unsynced_docs >= self.fsync_every
+            or time.monotonic() - run.last_sync >= self.fsync_interval
+        ):
+            run.fsync()
+
+    def close(self) -> None:
+        """Fsync and close every run still open (their files keep no stop document)."""
+        for run in self._runs.values():
+            run.close()
+        self._runs.clear()
+
+    def _write(self, run: _OpenRun, name: str, doc: dict) -> None:
+        line = self._encoder.encode({"name": name, "doc": doc}) + "\n"
+        run.file.write(line.encode())
+        run.unsynced_docs += 1
+        run.count += 1
+
+    def _run_of(self, name: str, doc: dict) -> str | None:
+        if "run_start" in doc:
+            uid = doc["run_start"]
+            if name in ("descriptor", "resource", "stream_resource"):
+                self._owner[doc["uid"]] = uid
+            return uid
+        if name in ("event", "event_page", "stream_datum"):
+            return self._owner.get(doc["descriptor"])
+        if name == "datum":
+            return self._owner.get(doc["datum_id"].split("/")[0])
+        if name == "datum_page":
+            return self._owner.get(doc["resource"])
+        # A lone open run is the only candidate for anything else.
+        return next(iter(self._runs)) if len(self._runs) == 1 else None
