@@ -4,13 +4,22 @@ Classic ophyd devices; the control layer (``ophyd.set_cl("caproto")``) is chosen
 caller, never here. Every device takes ``prefix`` and ``name``.
 """
 
-from .areadetector import DetectorCam, HDF5Writer, dtype_of_depth
+from bluestem.instrument import dtype_of_depth  # kept here for compatibility
+
+from .areadetector import DetectorCam, HDF5Writer
 from .detector import AcquisitionError, PixelatedDetector
 from .microscope import Microscope
+from .paths import PathInfo, PathProvider, UUIDPathProvider
 from .put_errors import CheckedSignal, PutRefused, install_put_error_handling, put_checked
 from .scan_generator import ScanGenerator
 from .stream import RowBatcher
-from .verified import ReadbackMismatch, VerifiedEnum, VerifiedSetting, readback_matches
+from .verified import (
+    ReadbackMismatch,
+    VerifiedEnum,
+    VerifiedSetting,
+    VerifiedText,
+    readback_matches,
+)
 
 __all__ = [
     "AcquisitionError",
@@ -18,13 +27,17 @@ __all__ = [
     "DetectorCam",
     "HDF5Writer",
     "Microscope",
+    "PathInfo",
+    "PathProvider",
     "PixelatedDetector",
     "PutRefused",
     "ReadbackMismatch",
     "RowBatcher",
     "ScanGenerator",
+    "UUIDPathProvider",
     "VerifiedEnum",
     "VerifiedSetting",
+    "VerifiedText",
     "dtype_of_depth",
     "install_put_error_handling",
     "put_checked",

@@ -6,20 +6,32 @@ import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 
-from .text import TextSignalRO
-from .verified import VerifiedEnum, VerifiedSetting
+# dtype_of_depth is the core's (bluestem.instrument), re-exported here for compatibility.
+from bluestem.instrument import dtype_of_data_type, dtype_of_depth
 
-__all__ = ["DetectorCam", "HDF5Writer", "dtype_of_depth"]
+from .text import TextSignalRO
+from .verified import VerifiedEnum, VerifiedSetting, VerifiedText
+
+__all__ = ["DetectorCam", "HDF5Writer", "chunk_shape_of", "dtype_of_depth"]
 
 _CONFIG = {"kind": Kind.config}
 
 
-def dtype_of_depth(depth: int | str) -> np.dtype:
-    """Frame dtype of a counter depth in bits: uint8 (1, 6), uint16 (12), uint32 (24)."""
-    bits = int(depth)
-    if bits not in (1, 6, 12, 24):
-        raise ValueError(f"counter depth {depth!r}: allowed 1, 6, 12, 24 bits")
-    return np.dtype(np.uint8 if bits <= 8 else np.uint16 if bits <= 16 else np.uint32)
+def chunk_shape_of(value) -> list[int]:
+    """``HDF1:ChunkShape_RBV`` as a list of ints.
+
+    The PV is an integer waveform of up to 4 elements; a chunk extent is at least 1, so
+    zeros are padding and dropped. An empty shape (nothing written yet) is a
+    ``ValueError``.
+    """
+    try:
+        shape = [int(v) for v in np.atleast_1d(np.asarray(value)).ravel()]
+    except (TypeError, ValueError):
+        shape = []
+    shape = [v for v in shape if v > 0]
+    if not shape:
+        raise ValueError(f"chunk shape {value!r}: allowed 1..4 positive integers")
+    return shape
 
 
 class DetectorCam(Device):
@@ -51,15 +63,22 @@ class DetectorCam(Device):
         return int(self.array_size_y.get()), int(self.array_size_x.get())
 
     def dtype(self) -> np.dtype:
-        return dtype_of_depth(self.counter_depth.get())
+        """The frames' numpy dtype, from ``DataType_RBV`` (what the IOC writes)."""
+        return dtype_of_data_type(self.data_type.get(use_monitor=False))
 
 
 class HDF5Writer(Device):
-    """``PFX:DET:HDF1:`` — where and how the IOC writes frames."""
+    """``PFX:DET:HDF1:`` — where and how the IOC writes frames.
 
-    file_path = Cpt(VerifiedEnum, "FilePath", **_CONFIG)
-    file_name = Cpt(VerifiedEnum, "FileName", **_CONFIG)
-    file_template = Cpt(VerifiedEnum, "FileTemplate", **_CONFIG)
+    ``chunk_shape`` (``ChunkShape_RBV``) is the HDF5 chunk shape of the file being (or
+    last) written, set by the IOC before ``Capture_RBV`` becomes 1: the device learns
+    the file's layout from the IOC, never by opening the file (which may be on another
+    host).
+    """
+
+    file_path = Cpt(VerifiedText, "FilePath", **_CONFIG)
+    file_name = Cpt(VerifiedText, "FileName", **_CONFIG)
+    file_template = Cpt(VerifiedText, "FileTemplate", **_CONFIG)
     file_number = Cpt(VerifiedSetting, "FileNumber", kind=Kind.omitted)
     auto_increment = Cpt(VerifiedEnum, "AutoIncrement", kind=Kind.omitted)
     num_capture = Cpt(VerifiedSetting, "NumCapture", kind=Kind.omitted)
@@ -72,3 +91,4 @@ class HDF5Writer(Device):
     write_status = Cpt(TextSignalRO, "WriteStatus", kind=Kind.omitted)
     write_message = Cpt(TextSignalRO, "WriteMessage", kind=Kind.omitted)
     file_path_exists = Cpt(EpicsSignalRO, "FilePathExists_RBV", kind=Kind.omitted)
+    chunk_shape = Cpt(EpicsSignalRO, "ChunkShape_RBV", kind=Kind.omitted)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,20 @@ from ophyd import Component as Cpt
 from ophyd import Device, Kind, Signal
 from ophyd.status import DeviceStatus, Status
 
-from .areadetector import DetectorCam, HDF5Writer
+from bluestem.instrument import (
+    PIXEL_SIZE,
+    DetectorState,
+    ImageMode,
+    TriggerMode,
+    WriteStatus,
+    dtype_of_data_type,
+)
+
+from .areadetector import DetectorCam, HDF5Writer, chunk_shape_of
+from .paths import PathProvider, UUIDPathProvider, resolve_path
 from .put_errors import put_checked
 from .stream import RowBatcher
-from .threaded import status_of_thread
+from .threaded import status_of_thread, wait_until
 
 __all__ = ["AcquisitionError", "PixelatedDetector"]
 
@@ -38,65 +47,86 @@ class AcquisitionError(RuntimeError):
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:
-    # The IOC usually answers within milliseconds: poll at 2, 4, 8 ... ms up to POLL, so
-    # arming and opening the file do not cost a whole POLL each.
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} after {timeout:g} s")
-        time.sleep(delay)
-        delay = min(POLL, 2 * delay)
+    wait_until(predicate, timeout, what, poll=POLL)
 
 
 class PixelatedDetector(Device):
     """Pixelated (4D-STEM) detector behind ``PFX:DET:`` (``cam1:``, ``HDF1:``).
 
-    Fly mode (``prepare({"mode": "fly", "shape": (ny, nx), "file_stem": ...})``, then
+    Fly mode (``prepare({"mode": "fly", "shape": (ny, nx)})``, then
     ``kickoff``/``complete``/``collect_asset_docs``): the scan generator triggers one frame
     per position; the stream's data key ``{name}_image`` has shape ``[nx, ky, kx]`` per
     event, one event per scan row, so the stream reads as (ny, nx, ky, kx).
 
-    Step mode (``prepare({"mode": "step", "file_stem": ..., "acquire_time": t})``, then
+    Step mode (``prepare({"mode": "step", "acquire_time": t})``, then
     ``trigger``/``read``): each trigger takes one internally triggered frame into its own
     file (the IOC closes a file when its series ends) and announces it with one
     StreamResource and one StreamDatum; the key has shape ``[ky, kx]`` per event.
+
+    Where the files go: ``prepare`` asks the path provider (``path_provider(name)``) for
+    the directory and the file name of the run, unless ``file_stem`` names the file.
 
     Parameters
     ----------
     prefix : str
         ``PFX:DET:``.
-    root_path : str or os.PathLike
-        Directory the IOC writes into (as the IOC sees it; the same path here).
+    root_path : str or os.PathLike, optional
+        Directory the IOC writes into (as the IOC sees it; the same path here): the
+        default provider is ``UUIDPathProvider(root_path)`` (files
+        ``{name}-{uuid4}``). Give this or ``path_provider``.
+    path_provider : PathProvider, optional
+        Asked for the directory and file name stem of each run
+        (:class:`~bluestem.devices.paths.PathProvider`).
     pixel_size : float
         Native pixel pitch in m (55 µm: Medipix3/Timepix). Not a PV: it is a property of
         the sensor, recorded in the configuration and used for the angular calibration.
     timeout : float
         Seconds allowed for arming and for a step-mode frame.
+
+    Attributes
+    ----------
+    path_provider : PathProvider
+        Where the files go.
+    file_stem : str
+        The file name stem of the run being prepared ("" before ``prepare``).
     """
 
     cam = Cpt(DetectorCam, "cam1:")
     hdf = Cpt(HDF5Writer, "HDF1:")
-    pixel_size = Cpt(Signal, value=55e-6, kind=Kind.config)
+    pixel_size = Cpt(Signal, value=PIXEL_SIZE, kind=Kind.config)
     root_path = Cpt(Signal, value="", kind=Kind.config)
 
     def __init__(
         self,
         prefix: str = "",
         *,
-        root_path: str | os.PathLike,
-        pixel_size: float = 55e-6,
+        root_path: str | os.PathLike | None = None,
+        path_provider: PathProvider | None = None,
+        pixel_size: float = PIXEL_SIZE,
         timeout: float = 30.0,
         **kwargs,
     ):
         super().__init__(prefix, **kwargs)
         if not pixel_size > 0:
             raise ValueError(f"pixel_size {pixel_size!r} m: allowed > 0")
-        self.root_path.put(str(Path(root_path)))
+        if (root_path is None) == (path_provider is None):
+            raise ValueError(
+                f"root_path={root_path!r}, path_provider={path_provider!r}: allowed one "
+                "of them (a directory, or a PathProvider)"
+            )
+        if path_provider is None:
+            path_provider = UUIDPathProvider(root_path)  # type: ignore[arg-type]
+        elif not callable(path_provider):
+            raise ValueError(f"path_provider={path_provider!r}: allowed a PathProvider")
+        self.path_provider = path_provider
+        # The directory of the files (the provider's root until a run says otherwise).
+        root = root_path if root_path is not None else getattr(path_provider, "root", "")
+        self.root_path.put(str(Path(root)) if str(root) else "")
         self.pixel_size.put(float(pixel_size))
         self.timeout = timeout
         self._mode = "fly"
         self._stem = ""
+        self._chunks: list[int] = []
         self._shape: tuple[int, int] = (1, 1)
         self._batcher: RowBatcher | None = None
         self._bundle: ComposeStreamResourceBundle | None = None
@@ -107,28 +137,49 @@ class PixelatedDetector(Device):
 
     @property
     def image_key(self) -> str:
+        """The data key of the frames: ``{name}_image``."""
         return f"{self.name}_image"
+
+    @property
+    def file_stem(self) -> str:
+        """The file name stem of the run being prepared ("" before ``prepare``)."""
+        return self._stem
 
     # -- preparation -------------------------------------------------------------------
     def prepare(self, value: dict[str, Any]) -> DeviceStatus:
         """Configure for one run (bluesky's ``prepare``).
 
-        ``value``: ``mode`` ("fly" or "step"), ``file_stem`` (run-scoped file name),
-        ``shape`` ((ny, nx), fly mode), ``acquire_time`` (s, step mode).
+        Parameters
+        ----------
+        value : dict
+            ``mode`` ("fly" or "step"); ``shape`` ((ny, nx), fly mode);
+            ``acquire_time`` (s, step mode); optionally ``file_stem`` (the file name,
+            overriding the path provider's) and ``label`` (asked of the provider as
+            ``{name}-{label}``, e.g. ``"dark"``).
+
+        Returns
+        -------
+        DeviceStatus
+            Done when ``FilePath`` (the provider's directory), ``FileName`` and the
+            modes are verified.
         """
+        self._stem = ""
         mode = value.get("mode", "fly")
         if mode not in ("fly", "step"):
             raise ValueError(f"detector mode {mode!r}: allowed 'fly', 'step'")
-        stem = str(value["file_stem"])
+        path = resolve_path(self.path_provider, self.name, file_stem=value.get("file_stem"),
+                            label=value.get("label"))  # fmt: skip
+        stem = path.filename
+        self.root_path.put(path.directory)
 
         def work():
-            self.hdf.file_path.set(self.root_path.get()).wait(self.timeout)
+            self.hdf.file_path.set(path.directory).wait(self.timeout)
             self.hdf.file_name.set(stem).wait(self.timeout)
             if mode == "fly":
-                self.cam.trigger_mode.set("External").wait(self.timeout)
+                self.cam.trigger_mode.set(TriggerMode.EXTERNAL).wait(self.timeout)
             else:
-                self.cam.trigger_mode.set("Internal").wait(self.timeout)
-                self.cam.image_mode.set("Single").wait(self.timeout)
+                self.cam.trigger_mode.set(TriggerMode.INTERNAL).wait(self.timeout)
+                self.cam.image_mode.set(ImageMode.SINGLE).wait(self.timeout)
                 self.hdf.num_capture.set(1).wait(self.timeout)
                 if "acquire_time" in value:
                     t = float(value["acquire_time"])
@@ -137,25 +188,33 @@ class PixelatedDetector(Device):
 
         self._mode, self._stem = mode, stem
         self._shape = tuple(int(s) for s in value.get("shape", (1, 1)))  # type: ignore[assignment]
-        self._batcher, self._bundle, self._file = None, None, ""
+        self._batcher, self._bundle, self._file, self._chunks = None, None, "", []
         self._finished, self._step_count = False, 0
         self._pending.clear()
         return status_of_thread(self, work, "prepare")
 
     # -- fly mode ----------------------------------------------------------------------
-    def _open_file(self) -> str:
-        """Capture=1 (the IOC refuses an existing file), return the file's path."""
+    def _open_file(self) -> tuple[str, list[int]]:
+        """Capture=1 (the IOC refuses an existing file); the file's path and its chunk
+        shape (``ChunkShape_RBV``, written by the IOC before ``Capture_RBV`` is 1)."""
         put_checked(self.hdf.capture, 1, timeout=self.timeout)
         _wait_for(lambda: self.hdf.capture_rbv.get(use_monitor=False) == 1, self.timeout,
                   f"{self.hdf.capture_rbv.pvname} not 1")  # fmt: skip
-        return str(self.hdf.full_file_name.get(use_monitor=False))
+        path = str(self.hdf.full_file_name.get(use_monitor=False))
+        raw = self._read(self.hdf.chunk_shape)
+        try:
+            return path, chunk_shape_of(raw)
+        except ValueError as exc:
+            raise AcquisitionError(
+                f"{self.name}: {self.hdf.chunk_shape.pvname}: {exc} (file {path})"
+            ) from None
 
     def kickoff(self) -> DeviceStatus:
         """Open the file and arm the detector; done when it waits for the scan."""
         ny, nx = self._shape
 
         def work():
-            self._file = self._open_file()
+            self._file, self._chunks = self._open_file()
             self._batcher = RowBatcher(ny, nx)
             put_checked(self.cam.acquire, 1, timeout=self.timeout)
             _wait_for(lambda: self.cam.acquire_rbv.get(use_monitor=False) == 1,
@@ -163,27 +222,30 @@ class PixelatedDetector(Device):
 
         return status_of_thread(self, work, "kickoff")
 
-    def _counter(self, signal) -> int:
-        """A counter of the IOC's, or :class:`AcquisitionError` naming this detector when
-        the IOC went away (whichever of complete() and collect() notices first)."""
+    def _read(self, signal) -> Any:
+        """A PV of the IOC's, or :class:`AcquisitionError` naming this detector when the
+        IOC went away (whichever of complete() and collect() notices first)."""
         try:
-            return int(signal.get(use_monitor=False))
+            return signal.get(use_monitor=False)
         except Exception as exc:
             raise AcquisitionError(
                 f"{self.name}: lost the detector IOC ({signal.pvname}: "
                 f"{type(exc).__name__}: {exc}) while capturing to {self._file or '?'}"
             ) from exc
 
+    def _counter(self, signal) -> int:
+        return int(self._read(signal))
+
     def _capturing(self) -> bool:
         return self._counter(self.hdf.capture_rbv) != 0
 
     def _check_writer(self) -> None:
-        if self.hdf.write_status.get(use_monitor=False) == "Write error":
+        if self._read(self.hdf.write_status) == WriteStatus.ERROR:
             raise AcquisitionError(
-                f"{self.name}: {self.hdf.write_message.get(use_monitor=False)} (file {self._file})"
+                f"{self.name}: {self._read(self.hdf.write_message)} (file {self._file})"
             )
-        if self.cam.detector_state.get(use_monitor=False) == "Error":
-            raise AcquisitionError(f"{self.name}: {self.cam.message.get(use_monitor=False)}")
+        if self._read(self.cam.detector_state) == DetectorState.ERROR:
+            raise AcquisitionError(f"{self.name}: {self._read(self.cam.message)}")
 
     def complete(self) -> DeviceStatus:
         """Done when the IOC has closed the file (``Capture_RBV`` back to 0); fails on a
@@ -210,8 +272,16 @@ class PixelatedDetector(Device):
 
         return status_of_thread(self, work, "complete")
 
+    def _dtype(self):
+        """The frames' dtype, from ``cam1:DataType_RBV``."""
+        name = self._read(self.cam.data_type)
+        try:
+            return dtype_of_data_type(name)
+        except ValueError as exc:
+            raise AcquisitionError(f"{self.name}: {self.cam.data_type.pvname}: {exc}") from None
+
     def _datum_key(self, shape: list[int]) -> dict:
-        dtype = self.cam.dtype()
+        dtype = self._dtype()
         return {
             "source": self.hdf.full_file_name.pvname,
             "shape": shape,
@@ -225,30 +295,16 @@ class PixelatedDetector(Device):
         ky, kx = self.cam.frame_shape()
         return {self.image_key: self._datum_key([self._shape[1], ky, kx])}
 
-    def _resource(self, path: str) -> ComposeStreamResourceBundle:
+    def _resource(self, path: str, chunk_shape: list[int]) -> ComposeStreamResourceBundle:
+        """The file's StreamResource; ``chunk_shape`` as the IOC published it."""
         from bluestem.frames import FRAMES_PATH
 
         return ComposeStreamResource()(
             mimetype=MIMETYPE,
             uri=f"file://localhost{os.path.abspath(path)}",
             data_key=self.image_key,
-            parameters={"dataset": FRAMES_PATH, "chunk_shape": self._chunk_shape(path)},
+            parameters={"dataset": FRAMES_PATH, "chunk_shape": list(chunk_shape)},
         )
-
-    def _chunk_shape(self, path: str) -> list[int]:
-        """The file's chunking (the writer chooses it); one frame per chunk if the file
-        cannot be opened from here."""
-        from bluestem.frames import FRAMES_PATH
-
-        try:
-            import h5py
-
-            with h5py.File(path, "r", swmr=True) as f:
-                return [int(c) for c in f[FRAMES_PATH].chunks]
-        except (OSError, KeyError, TypeError):
-            ky, kx = self.cam.frame_shape()
-            lead = [1] if self._mode == "step" else [1, 1]
-            return [*lead, ky, kx]
 
     def collect_asset_docs(self, index: int | None = None):
         """The StreamResource (once), then StreamDatum documents for the scan rows
@@ -260,7 +316,7 @@ class PixelatedDetector(Device):
         if not self._file or self._batcher is None:
             return
         if self._bundle is None:
-            self._bundle = self._resource(self._file)
+            self._bundle = self._resource(self._file, self._chunks)
             yield "stream_resource", self._bundle.stream_resource_doc
         rows = self._batcher.advance(
             self._counter(self.hdf.num_captured),
@@ -295,12 +351,12 @@ class PixelatedDetector(Device):
         def work():
             k = self._step_count
             self.hdf.file_name.set(f"{self._stem}-{k:06d}").wait(self.timeout)
-            path = self._open_file()
+            path, chunks = self._open_file()
             put_checked(self.cam.acquire, 1, timeout=self.timeout)
             _wait_for(lambda: self.hdf.capture_rbv.get(use_monitor=False) == 0,
                       self.timeout, f"{self.name}: frame {k} not written")  # fmt: skip
             self._check_writer()
-            bundle = self._resource(path)
+            bundle = self._resource(path, chunks)
             self._pending.append(("stream_resource", bundle.stream_resource_doc))
             self._pending.append(
                 ("stream_datum", bundle.compose_stream_datum(StreamRange(start=0, stop=1)))

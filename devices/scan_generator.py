@@ -7,6 +7,8 @@ import logging
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 
+from bluestem.instrument import ScanState
+
 from .put_errors import CheckedSignal, put_checked
 from .text import TextSignalRO
 from .verified import VerifiedEnum, VerifiedSetting
@@ -94,8 +96,8 @@ class ScanGenerator(Device):
         """End a running or held scan early (keeps every frame already taken)."""
         try:
             running = self.connected and self.state.get(use_monitor=False) in (
-                "Running",
-                "Paused",
+                ScanState.RUNNING,
+                ScanState.PAUSED,
             )
         except Exception as exc:
             logger.error("%s: scan state unknown (%s); sending Stop", self.name, exc)

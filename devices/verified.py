@@ -11,6 +11,7 @@ on believing a value the hardware did not take.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -22,7 +23,13 @@ from .put_errors import put_checked
 from .text import TextSignal, TextSignalRO
 from .threaded import status_of_thread
 
-__all__ = ["ReadbackMismatch", "VerifiedEnum", "VerifiedSetting", "readback_matches"]
+__all__ = [
+    "ReadbackMismatch",
+    "VerifiedEnum",
+    "VerifiedSetting",
+    "VerifiedText",
+    "readback_matches",
+]
 
 
 class ReadbackMismatch(RuntimeError):
@@ -93,20 +100,13 @@ class VerifiedSetting(Device):
         return self.setpoint.pvname
 
     def tolerance_text(self) -> str:
-        if self.enum:
-            return "the same state"
+        """The tolerance in words, for :class:`ReadbackMismatch` (``"±0.0501"``)."""
         parts = [f"±{self.atol:g}"] if self.atol else []
         if self.rtol:
             parts.append(f"{self.rtol:g}×|request|")
         return " + ".join(parts) or "exactly"
 
     def _normalise(self, value: Any) -> Any:
-        if self.enum and not isinstance(value, str):
-            states = self.setpoint.enum_strs or ()
-            index = int(value)
-            if not 0 <= index < len(states):
-                raise ValueError(f"{self.setting}: state {value!r}, allowed {list(states)}")
-            return states[index]
         return value
 
     def get(self, **kwargs) -> Any:
@@ -145,9 +145,37 @@ class VerifiedSetting(Device):
 
 
 class VerifiedEnum(VerifiedSetting):
-    """A verified enum setting: states compared as strings; an integer request is mapped
-    to the state's name."""
+    """A verified enum setting (``TriggerMode``, ``Compression``, ``BeamBlank``...):
+    states compared as strings; an integer request is mapped to the state's name."""
 
     setpoint = Cpt(TextSignal, "", kind=Kind.config)
     readback = Cpt(TextSignalRO, "_RBV", kind=Kind.hinted | Kind.config)
     enum = True
+
+    def tolerance_text(self) -> str:
+        """``"the same state"``."""
+        return "the same state"
+
+    def _normalise(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return str(value)  # a StrEnum member (bluestem.instrument) as its PV string
+        states = self.setpoint.enum_strs or ()
+        index = int(value)
+        if not 0 <= index < len(states):
+            raise ValueError(f"{self.setting}: state {value!r}, allowed {list(states)}")
+        return states[index]
+
+
+class VerifiedText(VerifiedSetting):
+    """A verified text setting (a directory, a file name, a file template): the readback
+    must be the same text. A non-string request is written as its ``str()``."""
+
+    setpoint = Cpt(TextSignal, "", kind=Kind.config)
+    readback = Cpt(TextSignalRO, "_RBV", kind=Kind.hinted | Kind.config)
+
+    def tolerance_text(self) -> str:
+        """``"the same text"``."""
+        return "the same text"
+
+    def _normalise(self, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else str(value)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bluestem.instrument import angle_per_pixel
+
 __all__ = ["calibration", "instrument_state", "plain"]
 
 
@@ -28,7 +30,9 @@ def _values(readings: dict, prefix: str) -> dict:
 def calibration(detector_config: dict, microscope: dict | None, scan: dict) -> dict:
     """mrad per (binned) detector pixel and nm per scan step, from readbacks.
 
-    angle = binning × pixel size / camera length (small angles).
+    angle = binning × pixel size / camera length (small angles:
+    :func:`bluestem.instrument.angle_per_pixel`, in rad, here in mrad). Left out when a
+    readback is missing or not physical (a camera length of 0).
     """
     out: dict[str, Any] = {
         "scan_step_nm": list(scan["step"]),
@@ -38,7 +42,10 @@ def calibration(detector_config: dict, microscope: dict | None, scan: dict) -> d
     pixel = detector_config.get("pixel_size")
     if microscope and binning and pixel and microscope.get("camera_length"):
         camera_length = microscope["camera_length"] * 1e-3  # mm -> m
-        out["angle_per_pixel_mrad"] = binning * pixel / camera_length * 1e3
+        try:
+            out["angle_per_pixel_mrad"] = angle_per_pixel(pixel, camera_length, binning) * 1e3
+        except ValueError:
+            return out
         out["camera_length_mm"] = microscope["camera_length"]
     return out
 

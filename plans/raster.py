@@ -3,8 +3,6 @@ step scan (one trigger per beam position, for slow detectors)."""
 
 from __future__ import annotations
 
-import functools
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,13 +10,23 @@ import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.utils import FailedStatus, MsgGenerator, RequestAbort, RequestStop
 
-from bluestem.reduce import check_reductions, resolve_reductions
+# The submodule, not the package: importing the plans must not load the numba kernels.
+from bluestem.instrument import ScanMode
+from bluestem.reduce.from_run import check_reductions, resolve_reductions
 
 from .fly import collect_until_complete, end_acquisition, rewindable, wait_status
 from .metadata import instrument_state, plain
+from .monitor import CounterMonitor
 from .validation import check_dwell, check_number, check_pair, check_shape
 
-__all__ = ["beam_positions", "configured_run", "failure_reason", "raster", "step_raster"]
+__all__ = [
+    "FileStem",
+    "beam_positions",
+    "configured_run",
+    "failure_reason",
+    "raster",
+    "step_raster",
+]
 
 # s between StreamDatum flushes during a fly scan: live images follow at about 10 Hz
 # (each flush is one CA read of the writer counters and, at most, one document).
@@ -40,7 +48,7 @@ def _geometry_args(shape, dwell, fov, step, rotation, flyback) -> dict:
     }
 
 
-def _configure_scan(scan, g: dict, mode: str) -> MsgGenerator[None]:
+def _configure_scan(scan, g: dict, mode: ScanMode) -> MsgGenerator[None]:
     """Verified settings, shape first (a shape keeps the step; a fov sets the step)."""
     ny, nx = g["shape"]
     yield from bps.mv(scan.shape_y, ny)
@@ -118,6 +126,42 @@ def _cleanup(detector, scan) -> MsgGenerator[None]:
     yield from rewindable(True)
 
 
+class FileStem:
+    """The detector's ``prepare`` of one plan and the file name stem it chose.
+
+    The detector names the run's files (its path provider, or ``file_stem`` when the
+    plan was given one); the start document records the name as ``raw_file_stem``, once
+    this plan has prepared the detector (never a name of an earlier run).
+
+    Parameters
+    ----------
+    detector : bluestem.devices.PixelatedDetector
+    file_stem : str, optional
+        The plan's ``file_stem=`` argument (overrides the path provider's name).
+    label : str, optional
+        Asked of the path provider as ``{detector.name}-{label}`` (``"dark"``).
+    """
+
+    def __init__(self, detector, file_stem: str | None = None, label: str | None = None):
+        if file_stem is not None and not isinstance(file_stem, str):
+            raise ValueError(f"file_stem={file_stem!r}: allowed a file name stem or None")
+        self.detector, self.file_stem, self.label = detector, file_stem or None, label
+        self._asked = False
+
+    def prepare(self, value: dict) -> MsgGenerator[None]:
+        """``bps.prepare(detector, value + file_stem/label, wait=True)``."""
+        extra = {"file_stem": self.file_stem} if self.file_stem else {}
+        if self.label:
+            extra["label"] = self.label
+        self._asked = True
+        yield from bps.prepare(self.detector, {**value, **extra}, wait=True)
+
+    def record(self) -> dict:
+        """``{"raw_file_stem": stem}`` once prepared (``{}`` before)."""
+        stem = getattr(self.detector, "file_stem", "") if self._asked else ""
+        return {"raw_file_stem": stem} if stem else {}
+
+
 def _plan_md(plan_name: str, args: dict, detector, scan, microscope, md) -> dict:
     return {
         "plan_name": plan_name,
@@ -164,7 +208,8 @@ def raster(
     microscope : bluestem.devices.Microscope, optional
         Read back into the start document (and used for the angular calibration).
     file_stem : str, optional
-        File name stem; default ``{detector.name}-{uuid}`` (run-scoped, never reused).
+        File name stem; default the detector's path provider's (``{detector.name}-{uuid}``
+        for the default provider: run-scoped, never reused).
     settings : sequence of (device, value)
         Extra verified settings applied with the scan configuration (used by ``series``).
     reductions : None, False, ReductionSpec or mapping
@@ -175,23 +220,24 @@ def raster(
         Extra start-document metadata (sample, operator...).
 
     Returns the run's uid. Stream ``primary``: ``{det}_image`` of shape (nx, ky, kx) per
-    event, one event per scan row.
+    event, one event per scan row. Stream ``{det}_hdf_dropped_frames_monitor``: the
+    detector's dropped-frame counter while it acquires (data key
+    ``{det}_hdf_dropped_frames``; the final count is its last event).
     """
     g = _geometry_args(shape, dwell, fov, step, rotation, flyback)
     reduction = check_reductions(reductions)
-    stem = file_stem or f"{detector.name}-{uuid.uuid4()}"
-    args = {**g, "microscope": getattr(microscope, "name", None), "file_stem": stem}
+    stem = FileStem(detector, file_stem)
+    args = {**g, "microscope": getattr(microscope, "name", None), "file_stem": file_stem}
     meta = _plan_md("raster", args, detector, scan, microscope, md)
     ny, nx = g["shape"]
     _check_against_instrument(reduction, detector, scan, microscope)
+    dropped = CounterMonitor(detector.hdf.dropped_frames)
 
     def configure():
         for device, value in settings:
             yield from bps.mv(device, value)
-        yield from _configure_scan(scan, g, "Fly")
-        yield from bps.prepare(
-            detector, {"mode": "fly", "shape": (ny, nx), "file_stem": stem}, wait=True
-        )
+        yield from _configure_scan(scan, g, ScanMode.FLY)
+        yield from stem.prepare({"mode": "fly", "shape": (ny, nx)})
 
     def body():
         # A pause holds the scan at a row boundary and resume goes on from there: nothing
@@ -202,13 +248,19 @@ def raster(
         # The StreamResource now, before the first row: a live reduction can open the
         # file and follow it from the first frame.
         yield from bps.collect(detector, name="primary")
+        # The file is open (its counters reset): the dropped frames, as a monitor stream.
+        yield from dropped.start()
         yield from wait_status((yield from bps.abs_set(scan.start, 1)))
         yield from collect_until_complete(detector, stream="primary", flush_period=FLUSH_PERIOD)
+        yield from dropped.finish()
 
     def state():
         return _with_reduction(instrument_state(detector, scan, microscope), reduction, stem)
 
-    interrupted = functools.partial(end_acquisition, detector, scan, stream="primary")
+    def interrupted():
+        yield from end_acquisition(detector, scan, stream="primary")
+        yield from dropped.finish()  # after the file closed: its final count
+
     run = configured_run(configure, state, meta, body, interrupted)
     return (
         yield from bpp.finalize_wrapper(
@@ -224,10 +276,10 @@ def _check_against_instrument(reduction: Any, detector, scan, microscope) -> Non
         resolve_reductions(reduction, instrument_state(detector, scan, microscope))
 
 
-def _with_reduction(state: dict, reduction: Any, stem: str) -> dict:
-    """The run's state plus its resolved reduction spec (when it has one)."""
+def _with_reduction(state: dict, reduction: Any, stem: FileStem) -> dict:
+    """The run's state plus its file name stem and resolved reduction spec."""
     spec = resolve_reductions(reduction, state)
-    state = {**state, "raw_file_stem": stem}
+    state = {**state, **stem.record()}
     if spec is not None:
         state["reduction"] = spec.to_dict()
     return state
@@ -266,16 +318,14 @@ def step_raster(
     """
     g = _geometry_args(shape, dwell, fov, step, 0.0, 0.0)
     reduction = check_reductions(reductions)
-    stem = file_stem or f"{detector.name}-{uuid.uuid4()}"
-    args = {**g, "microscope": getattr(microscope, "name", None), "file_stem": stem}
+    stem = FileStem(detector, file_stem)
+    args = {**g, "microscope": getattr(microscope, "name", None), "file_stem": file_stem}
     meta = _plan_md("step_raster", args, detector, scan, microscope, md)
     _check_against_instrument(reduction, detector, scan, microscope)
 
     def configure():
-        yield from _configure_scan(scan, g, "Step")
-        yield from bps.prepare(
-            detector, {"mode": "step", "file_stem": stem, "acquire_time": g["dwell"]}, wait=True
-        )
+        yield from _configure_scan(scan, g, ScanMode.STEP)
+        yield from stem.prepare({"mode": "step", "acquire_time": g["dwell"]})
 
     def body():
         steps = [float(scan.step_y.get()), float(scan.step_x.get())]

@@ -10,9 +10,11 @@ import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.utils import MsgGenerator
 
+from bluestem.instrument import BeamBlank
+
 from .metadata import instrument_state, plain
-from .raster import _geometry_args, configured_run, raster
-from .validation import check_dwell, check_number
+from .raster import FileStem, _geometry_args, configured_run, raster
+from .validation import MAX_EXPOSURE, check_dwell, check_number
 
 __all__ = ["dark_reference", "series"]
 
@@ -70,20 +72,17 @@ def series(
             uids.append(uid)
         return uids
 
-    stem = f"{detector.name}-{uuid.uuid4()}"
+    stem = FileStem(detector)
     meta = {
         "plan_name": "series",
         "plan_args": {"setting": setting, "values": plain(list(values)), "dwell": dwell},
         "detectors": [detector.name],
         "series": info,
-        "raw_file_stem": stem,
         **(md or {}),
     }
 
     def configure():
-        yield from bps.prepare(
-            detector, {"mode": "step", "file_stem": stem, "acquire_time": dwell}, wait=True
-        )
+        yield from stem.prepare({"mode": "step", "acquire_time": dwell})
 
     def body():
         for value in values:
@@ -91,11 +90,11 @@ def series(
             yield from bps.mv(device, value)
             yield from bps.trigger_and_read([detector, device])
 
+    def state():
+        return {**instrument_state(detector, scan, microscope), **stem.record()}
+
     uid = yield from bpp.finalize_wrapper(
-        configured_run(
-            configure, lambda: instrument_state(detector, scan, microscope), meta, body
-        ),
-        bps.stop(detector),
+        configured_run(configure, state, meta, body), bps.stop(detector)
     )
     return [uid]
 
@@ -112,26 +111,25 @@ def dark_reference(
     """``num_frames`` frames of ``acquire_time`` s with the beam blanked; the beam is
     unblanked afterwards whatever happens (also on failure or abort).
 
-    One run, stream ``primary``, one event per frame (``{det}_image`` (ky, kx)).
+    One run, stream ``primary``, one event per frame (``{det}_image`` (ky, kx)). The
+    files are named by the detector's path provider, asked for ``{det}-dark``
+    (``det-dark-{uuid}`` by default): a dark reference says so in its name.
     """
     n = int(check_number("num_frames", num_frames, low=1, high=100000))
     if n != num_frames:
         raise ValueError(f"num_frames={num_frames!r}: allowed an integer 1..100000")
-    t = check_number("acquire_time", acquire_time, low=0.0, high=10.0, low_open=True)
-    stem = f"{detector.name}-dark-{uuid.uuid4()}"
+    t = check_number("acquire_time", acquire_time, low=0.0, high=MAX_EXPOSURE, low_open=True)
+    stem = FileStem(detector, label="dark")
     meta = {
         "plan_name": "dark_reference",
         "plan_args": {"num_frames": n, "acquire_time": t},
         "detectors": [detector.name],
-        "raw_file_stem": stem,
         **(md or {}),
     }
 
     def configure():
-        yield from bps.mv(microscope.beam_blank, "On")
-        yield from bps.prepare(
-            detector, {"mode": "step", "file_stem": stem, "acquire_time": t}, wait=True
-        )
+        yield from bps.mv(microscope.beam_blank, BeamBlank.ON)
+        yield from stem.prepare({"mode": "step", "acquire_time": t})
 
     def body():
         for _ in range(n):
@@ -143,10 +141,10 @@ def dark_reference(
                                     for k, r in microscope.read().items()})}  # fmt: skip
         if scan is not None:
             out = instrument_state(detector, scan, microscope)
-        return out
+        return {**out, **stem.record()}
 
     def unblank():
-        yield from bps.mv(microscope.beam_blank, "Off")
+        yield from bps.mv(microscope.beam_blank, BeamBlank.OFF)
 
     return (
         yield from bpp.finalize_wrapper(configured_run(configure, state, meta, body), unblank())

@@ -6,7 +6,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from bluestem.instrument import DWELL_MAX, EXPOSURE_MAX, SCAN_SHAPE_MAX
+
 __all__ = [
+    "MAX_DWELL",
+    "MAX_EXPOSURE",
     "MAX_SHAPE",
     "check_dwell",
     "check_number",
@@ -14,8 +18,9 @@ __all__ = [
     "check_shape",
 ]
 
-MAX_SHAPE = 4096  # the scan generator's limit per axis
-MAX_DWELL = 1.0  # s, the scan generator's limit
+MAX_SHAPE = SCAN_SHAPE_MAX  # the scan generator's limit per axis (bluestem.instrument)
+MAX_DWELL = DWELL_MAX  # s, the scan generator's limit
+MAX_EXPOSURE = EXPOSURE_MAX  # s per internally triggered frame, the detector's limit
 
 
 def check_number(
@@ -34,7 +39,7 @@ def check_number(
 
 
 def check_shape(value: Any, name: str = "shape", *, ndim: int = 2) -> tuple[int, ...]:
-    """A scan shape: ``ndim`` integers in 1..4096."""
+    """A scan shape: ``ndim`` integers in 1..``MAX_SHAPE`` (4096)."""
     if isinstance(value, int) and not isinstance(value, bool) and ndim == 1:
         value = (value,)
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != ndim:
@@ -48,7 +53,7 @@ def check_shape(value: Any, name: str = "shape", *, ndim: int = 2) -> tuple[int,
 
 
 def check_dwell(value: Any, name: str = "dwell") -> float:
-    """Dwell (or exposure) per position in s: ``0 < dwell <= 1``."""
+    """Dwell (or exposure) per position in s: ``0 < dwell <= MAX_DWELL`` (1 s)."""
     return check_number(name, value, low=0.0, high=MAX_DWELL, low_open=True)
 
 

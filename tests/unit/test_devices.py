@@ -89,3 +89,13 @@ def test_text_description_drops_bytes_and_keeps_the_rest():
     import json
 
     json.dumps(out)  # a journal line needs no special encoder for it
+
+
+def test_chunk_shape_of_the_pv_drops_the_padding():
+    from bluestem.devices.areadetector import chunk_shape_of
+
+    assert chunk_shape_of(np.array([1, 8, 256, 256])) == [1, 8, 256, 256]
+    assert chunk_shape_of([1, 256, 256, 0]) == [1, 256, 256]  # 3-D file, 4-element waveform
+    for empty in (np.zeros(4, dtype=int), [], None):
+        with pytest.raises(ValueError, match=r"allowed 1\.\.4 positive integers"):
+            chunk_shape_of(empty)

@@ -59,3 +59,12 @@ def test_plans_validate_before_the_first_message():
 
     with pytest.raises(ValueError, match=r"setting='focus': allowed \['defocus'\]"):
         next(series(None, None, Mic(), setting="focus", values=[1.0], dwell=1e-3))
+
+
+def test_limits_are_the_instruments():
+    from bluestem import instrument
+    from bluestem.plans import validation
+
+    assert validation.MAX_SHAPE == instrument.SCAN_SHAPE_MAX == 4096
+    assert validation.MAX_DWELL == instrument.DWELL_MAX == 1.0
+    assert validation.MAX_EXPOSURE == instrument.EXPOSURE_MAX == 10.0
