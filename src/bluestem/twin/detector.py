@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["COUNTER_DEPTHS", "DetectorModel"]
+# The counter depths, their dtypes and the angle per pixel are the instrument's vocabulary:
+# the IOC, the devices and the plans read the same definitions.
+from bluestem.instrument import COUNTER_DEPTHS, PIXEL_SIZE, angle_per_pixel, dtype_of_depth
 
-#: Supported counter depths (bits) and the dtype each is delivered in.
-COUNTER_DEPTHS = {1: np.uint8, 6: np.uint8, 12: np.uint16, 24: np.uint32}
+__all__ = ["COUNTER_DEPTHS", "DetectorModel"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class DetectorModel:
     """
 
     shape: tuple[int, int] = (128, 128)
-    pixel_size: float = 55e-6
+    pixel_size: float = PIXEL_SIZE
     camera_length: float = 0.1
     counter_depth: int = 12
     binning: int = 1
@@ -69,7 +70,7 @@ class DetectorModel:
     @property
     def dtype(self) -> np.dtype:
         """Delivered pixel dtype: uint8 for 1 and 6 bit, uint16 for 12, uint32 for 24."""
-        return np.dtype(COUNTER_DEPTHS[self.counter_depth])
+        return dtype_of_depth(self.counter_depth)
 
     @property
     def max_count(self) -> int:
@@ -79,9 +80,9 @@ class DetectorModel:
     @property
     def angle_per_pixel(self) -> float:
         """Scattering angle per delivered (binned) pixel in rad."""
-        return self.binning * self.pixel_size / self.camera_length
+        return angle_per_pixel(self.pixel_size, self.camera_length, self.binning)
 
     @property
     def native_angle_per_pixel(self) -> float:
         """Scattering angle per native pixel in rad."""
-        return self.pixel_size / self.camera_length
+        return angle_per_pixel(self.pixel_size, self.camera_length)
