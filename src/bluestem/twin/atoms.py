@@ -9,9 +9,17 @@ import numpy as np
 
 from bluestem.twin.grid import SimulationGrid
 from bluestem.twin.kernels import stamp_potential
+from bluestem.twin.slices import check_tilt
 from bluestem.twin.specimen import Specimen, quantise_to_grid
 
-__all__ = ["ATOM_POTENTIAL", "AtomField", "AtomSpecimen", "atom_potential", "check_positive"]
+__all__ = [
+    "ATOM_POTENTIAL",
+    "AtomField",
+    "AtomSpecimen",
+    "atom_potential",
+    "check_multislice",
+    "check_positive",
+]
 
 #: Peak projected potential of one atom of atomic number Z is ATOM_POTENTIAL * Z**0.75
 #: (V m). With sigma(200 kV) = 7.29e6 rad/(V m) one Sr atom shifts the phase by 0.22 rad,
@@ -104,6 +112,16 @@ def check_positive(name: str, value: float, unit: str) -> float:
     if not (math.isfinite(out) and out > 0):
         raise ValueError(f"{name} must be a finite value > 0 {unit}, got {value!r}")
     return out
+
+
+def check_multislice(spec: Specimen) -> None:
+    """Check (and normalise) a specimen's ``multislice`` and ``tilt`` parameters."""
+    if not isinstance(spec.multislice, bool):
+        raise ValueError(f"multislice must be True or False, got {spec.multislice!r}")
+    tilt = check_tilt(spec.tilt)
+    object.__setattr__(spec, "tilt", tilt)
+    if any(tilt) and not spec.multislice:
+        raise ValueError(f"tilt {spec.tilt!r} needs multislice=True (a phase object has no tilt)")
 
 
 class AtomSpecimen(Specimen):

@@ -9,7 +9,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from bluestem.twin.atoms import AtomField, AtomSpecimen, atom_potential, check_positive
+from bluestem.twin.atoms import (
+    AtomField,
+    AtomSpecimen,
+    atom_potential,
+    check_multislice,
+    check_positive,
+)
+from bluestem.twin.slices import SliceStack
 
 __all__ = ["SRTIO3_LATTICE", "Grains", "SrTiO3"]
 
@@ -24,6 +31,13 @@ _COLUMNS = (
     ((0.5, 0.0), (8,)),
 )
 
+#: The two (001) planes of the cell, (fractional (y, x), Z) per atom: SrO at z = 0 and
+#: TiO2 at z = a / 2. Projected together they are the columns above.
+_PLANES = (
+    (((0.0, 0.0), 38), ((0.5, 0.5), 8)),
+    (((0.5, 0.5), 22), ((0.0, 0.5), 8), ((0.5, 0.0), 8)),
+)
+
 
 def _cell_columns(thickness: float, lattice: float) -> tuple[np.ndarray, np.ndarray]:
     """Fractional positions (4, 2) and peak potentials (4,) of the SrTiO3 columns."""
@@ -33,22 +47,50 @@ def _cell_columns(thickness: float, lattice: float) -> tuple[np.ndarray, np.ndar
     return frac, peak
 
 
+def _cell_slices(slices_per_cell: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fractional positions and peak potentials of each slice of one cell: the two
+    atomic planes (2 slices per cell) or the projected cell (1 slice)."""
+    if slices_per_cell == 1:
+        return [_cell_columns(1.0, 1.0)]
+    return [
+        (np.array([a[0] for a in plane]), np.array([atom_potential(a[1]) for a in plane]))
+        for plane in _PLANES
+    ]
+
+
+def _check_slicing(spec) -> None:
+    check_multislice(spec)
+    if spec.slices_per_cell not in (1, 2):
+        raise ValueError(
+            f"slices_per_cell must be 1 (projected cells) or 2 (atomic planes), "
+            f"got {spec.slices_per_cell!r}"
+        )
+
+
 @dataclass(frozen=True)
 class SrTiO3(AtomSpecimen):
     """SrTiO3 viewed along [001], periodic.
 
     Cache: positions are reduced to fractional cell coordinates and rounded to 1/32 of the
     cell (a position quantum of a / 32 = 0.122 Å, part of the model), so a scan gives at
-    most 1024 distinct noiseless frames.
+    most 1024 distinct noiseless frames (in both modes).
 
     Parameters
     ----------
     thickness : float
-        Specimen thickness in m (sets the column potentials).
+        Specimen thickness in m (sets the column potentials; in multislice, rounded to
+        whole slices, at least one).
     lattice : float
         Cubic lattice parameter in m.
     atom_width : float
         Gaussian width (standard deviation, m) of a projected column.
+    multislice : bool
+        Render by multislice (True) instead of as a phase object (False, the default).
+    slices_per_cell : int
+        Multislice slicing: 2 = the SrO and TiO2 atomic planes (a / 2 thick), 1 = the
+        projected cell (a thick).
+    tilt : tuple of float
+        (theta_y, theta_x) beam tilt off [001] in rad (multislice only).
     """
 
     name: ClassVar[str] = "srtio3"
@@ -56,11 +98,20 @@ class SrTiO3(AtomSpecimen):
     thickness: float = 1.6e-9
     lattice: float = SRTIO3_LATTICE
     atom_width: float = 0.35e-10
+    multislice: bool = False
+    slices_per_cell: int = 2
+    tilt: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         check_positive("thickness", self.thickness, "m")
         check_positive("lattice", self.lattice, "m")
         check_positive("atom_width", self.atom_width, "m")
+        _check_slicing(self)
+
+    @property
+    def cell(self) -> tuple[float, float]:
+        """The projected unit cell (y, x) in m (the period of the frames)."""
+        return (self.lattice, self.lattice)
 
     @cached_property
     def atoms(self) -> AtomField:
@@ -68,6 +119,20 @@ class SrTiO3(AtomSpecimen):
         frac, peak = _cell_columns(self.thickness, self.lattice)
         a = self.lattice
         return AtomField.build((a, a), frac[:, 0] * a, frac[:, 1] * a, peak, self.atom_width)
+
+    @cached_property
+    def slice_fields(self) -> tuple[AtomField, ...]:
+        """The distinct slices of one cell, entrance first, as periodic fields."""
+        a = self.lattice
+        return tuple(
+            AtomField.build((a, a), frac[:, 0] * a, frac[:, 1] * a, peak, self.atom_width)
+            for frac, peak in _cell_slices(self.slices_per_cell)
+        )
+
+    def slice_stack(self, thickness=None):
+        t = self.thickness if thickness is None else check_positive("thickness", thickness, "m")
+        dz = self.lattice / self.slices_per_cell
+        return SliceStack.periodic(self.slice_fields, max(1, round(t / dz)), dz, self.tilt)
 
     def canonical(self, y, x, grid):
         q = self.quantum
@@ -97,6 +162,8 @@ class Grains(AtomSpecimen):
         As for ``srtio3`` (m).
     seed : int
         Seed of the grain seeds and orientations.
+    multislice, slices_per_cell, tilt
+        As for ``srtio3``; every grain is sliced with the unstrained spacing.
     """
 
     name: ClassVar[str] = "grains"
@@ -106,6 +173,9 @@ class Grains(AtomSpecimen):
     thickness: float = 1.6e-9
     atom_width: float = 0.35e-10
     seed: int = 0
+    multislice: bool = False
+    slices_per_cell: int = 2
+    tilt: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         if not isinstance(self.grains, int) or self.grains < 1:
@@ -115,6 +185,7 @@ class Grains(AtomSpecimen):
         check_positive("atom_width", self.atom_width, "m")
         if not (math.isfinite(self.strain) and abs(self.strain) < 0.5):
             raise ValueError(f"strain must be in (-0.5, 0.5), got {self.strain!r}")
+        _check_slicing(self)
 
     @cached_property
     def layout(self) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +207,20 @@ class Grains(AtomSpecimen):
     @cached_property
     def atoms(self) -> AtomField:
         """Columns of every grain inside the periodic field."""
-        frac, peak = _cell_columns(self.thickness, SRTIO3_LATTICE)
+        return self._field(*_cell_columns(self.thickness, SRTIO3_LATTICE))
+
+    @cached_property
+    def slice_fields(self) -> tuple[AtomField, ...]:
+        """The distinct slices (atomic planes or projected cells) of every grain."""
+        return tuple(self._field(frac, peak) for frac, peak in _cell_slices(self.slices_per_cell))
+
+    def slice_stack(self, thickness=None):
+        t = self.thickness if thickness is None else check_positive("thickness", thickness, "m")
+        dz = SRTIO3_LATTICE / self.slices_per_cell
+        return SliceStack.periodic(self.slice_fields, max(1, round(t / dz)), dz, self.tilt)
+
+    def _field(self, frac: np.ndarray, peak: np.ndarray) -> AtomField:
+        """Sites (fractional positions, peak potentials) of a cell repeated in every grain."""
         seeds, angles = self.layout
         L = self.field
         ys, xs, ps = [], [], []

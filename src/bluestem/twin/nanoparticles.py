@@ -9,7 +9,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from bluestem.twin.atoms import AtomField, AtomSpecimen, atom_potential, check_positive
+from bluestem.twin.atoms import (
+    AtomField,
+    AtomSpecimen,
+    atom_potential,
+    check_multislice,
+    check_positive,
+)
+from bluestem.twin.slices import SliceStack
 
 __all__ = ["GOLD_LATTICE", "Nanoparticles"]
 
@@ -40,6 +47,11 @@ class Nanoparticles(AtomSpecimen):
         Gaussian width (standard deviation, m) of an atom or column.
     seed : int
         Seed of the carbon atoms and of the particle positions, sizes and orientations.
+    multislice : bool
+        Render by multislice: the beam crosses the particles ((001) planes a / 2 apart,
+        every particle resting on the support), then the carbon film as one slice.
+    tilt : tuple of float
+        (theta_y, theta_x) beam tilt in rad (multislice only).
     """
 
     name: ClassVar[str] = "nanoparticles"
@@ -49,6 +61,8 @@ class Nanoparticles(AtomSpecimen):
     field: float = 12e-9
     atom_width: float = 0.35e-10
     seed: int = 0
+    multislice: bool = False
+    tilt: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         if not isinstance(self.particles, int) or self.particles < 0:
@@ -69,6 +83,7 @@ class Nanoparticles(AtomSpecimen):
             )
         check_positive("field", self.field, "m")
         check_positive("atom_width", self.atom_width, "m")
+        check_multislice(self)
 
     @cached_property
     def layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,28 +94,76 @@ class Nanoparticles(AtomSpecimen):
         angles = rng.uniform(0.0, math.pi / 2, size=self.particles)
         return centres, radii, angles
 
-    @cached_property
-    def atoms(self) -> AtomField:
-        """Carbon atoms and gold columns in the periodic field."""
+    def _carbon(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         L = self.field
         rng = np.random.default_rng([self.seed, 0])
         n_carbon = round(self.carbon_density * L * L)
-        ys = [rng.uniform(0.0, L, n_carbon)]
-        xs = [rng.uniform(0.0, L, n_carbon)]
-        ps = [np.full(n_carbon, atom_potential(6))]
+        y = rng.uniform(0.0, L, n_carbon)
+        x = rng.uniform(0.0, L, n_carbon)
+        return y, x, np.full(n_carbon, atom_potential(6))
+
+    def _gold_columns(self):
+        """Per particle: column positions (y, x), chord half-lengths, sublattice parity
+        (0: planes at z = 0, a, ...; 1: at a / 2, 3a / 2, ...) and the radius."""
         a = GOLD_LATTICE
         for (cy, cx), r, angle in zip(*self.layout, strict=True):
             n = math.ceil(2 * r / a) + 1
-            m = np.arange(-n, n + 1) * (a / 2)
-            gy, gx = (g.ravel() for g in np.meshgrid(m, m, indexing="ij"))
+            idx = np.arange(-n, n + 1)
+            iy, ix = (g.ravel() for g in np.meshgrid(idx, idx, indexing="ij"))
+            gy, gx = iy * (a / 2), ix * (a / 2)
             rho2 = gy**2 + gx**2
             inside = rho2 < r * r
             gy, gx, rho2 = gy[inside], gx[inside], rho2[inside]
-            atoms = np.maximum(1.0, np.rint(2.0 * np.sqrt(r * r - rho2) / a))
+            parity = (iy[inside] + ix[inside]) % 2
             c, s = math.cos(angle), math.sin(angle)
-            ys.append(cy + c * gy + s * gx)
-            xs.append(cx - s * gy + c * gx)
-            ps.append(atoms * atom_potential(79))
+            yield cy + c * gy + s * gx, cx - s * gy + c * gx, np.sqrt(r * r - rho2), parity, r
+
+    @cached_property
+    def atoms(self) -> AtomField:
+        """Carbon atoms and gold columns in the periodic field."""
+        cy, cx, cp = self._carbon()
+        ys, xs, ps = [cy], [cx], [cp]
+        for py, px, half, _, _ in self._gold_columns():
+            ys.append(py)
+            xs.append(px)
+            ps.append(np.maximum(1.0, np.rint(2.0 * half / GOLD_LATTICE)) * atom_potential(79))
         return AtomField.build(
-            (L, L), np.concatenate(ys), np.concatenate(xs), np.concatenate(ps), self.atom_width
-        )
+            (self.field, self.field),
+            np.concatenate(ys), np.concatenate(xs), np.concatenate(ps), self.atom_width,
+        )  # fmt: skip
+
+    @cached_property
+    def slice_fields(self) -> tuple[AtomField, ...]:
+        """The gold planes from the top (the beam's entrance) down, then the carbon."""
+        dz = GOLD_LATTICE / 2
+        field = (self.field, self.field)
+        planes: list[list[np.ndarray]] = []
+        for py, px, half, parity, r in self._gold_columns():
+            # Plane p lies at height p dz above the support; the particle centre at r.
+            top = np.floor((r + half) / dz).astype(np.int64)
+            top -= (top - parity) % 2
+            bottom = np.ceil((r - half) / dz).astype(np.int64)
+            bottom += (bottom - parity) % 2
+            # A column too short to hold a plane of its parity keeps one atom.
+            nearest = np.rint((r / dz - parity) / 2).astype(np.int64) * 2 + parity
+            empty = top < bottom
+            top[empty] = bottom[empty] = nearest[empty]
+            for p in range(int(top.max()) + 1 if top.size else 0):
+                while len(planes) <= p:
+                    planes.append([])
+                on = (bottom <= p) & (p <= top) & ((p - parity) % 2 == 0)
+                planes[p].append(np.stack([py[on], px[on]]))
+        gold = [np.concatenate(plane, axis=1) if plane else np.empty((2, 0)) for plane in planes]
+        fields = [
+            AtomField.build(field, g[0], g[1], np.full(g.shape[1], atom_potential(79)),
+                            self.atom_width)
+            for g in reversed(gold)
+        ]  # fmt: skip
+        fields.append(AtomField.build(field, *self._carbon(), self.atom_width))
+        return tuple(fields)
+
+    def slice_stack(self, thickness=None):
+        if thickness is not None:
+            raise ValueError("nanoparticles: the thickness is set by the particles")
+        fields = self.slice_fields
+        return SliceStack(fields, np.arange(len(fields)), GOLD_LATTICE / 2, self.tilt)

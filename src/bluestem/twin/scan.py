@@ -36,12 +36,18 @@ class ScanGeometry:
     flyback : float
         Settling time in s at the start of each row. Timing only: it does not move
         positions.
+    offset : tuple of float
+        Specimen coordinates (y, x) in m of the scan centre (not rotated with the scan):
+        every position is shifted by it. The IOC puts here where its scan offset, stage
+        and drift put the specimen under the beam. Default (0, 0): centred on the
+        specimen origin.
     """
 
     shape: tuple[int, int] = (128, 128)
     step: tuple[float, float] = (1e-10, 1e-10)
     rotation: float = 0.0
     flyback: float = 0.0
+    offset: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         shape = _pair(self.shape, "shape", int)
@@ -54,8 +60,12 @@ class ScanGeometry:
             raise ValueError(f"rotation must be a finite angle in rad, got {self.rotation!r}")
         if not (math.isfinite(self.flyback) and self.flyback >= 0):
             raise ValueError(f"flyback must be a finite time >= 0 s, got {self.flyback!r}")
+        offset = _pair(self.offset, "offset", float)
+        if not all(math.isfinite(o) for o in offset):
+            raise ValueError(f"offset must be two finite lengths in m, got {self.offset!r}")
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "step", step)
+        object.__setattr__(self, "offset", offset)
 
     @classmethod
     def from_fov(
@@ -64,16 +74,23 @@ class ScanGeometry:
         fov: tuple[float, float],
         rotation: float = 0.0,
         flyback: float = 0.0,
+        offset: tuple[float, float] = (0.0, 0.0),
     ) -> ScanGeometry:
         """Geometry covering a field of view (fov_y, fov_x) in m: ``step = fov / shape``
-        (each scan pixel covers one step)."""
+        (each scan pixel covers one step), centred on ``offset``."""
         ny, nx = _pair(shape, "shape", int)
         fy, fx = _pair(fov, "fov", float)
         if not (math.isfinite(fy) and math.isfinite(fx) and fy > 0 and fx > 0):
             raise ValueError(f"fov must be two finite lengths > 0 m, got {fov!r}")
         if ny < 1 or nx < 1:
             raise ValueError(f"shape must be two integers >= 1 (ny, nx), got {shape!r}")
-        return cls(shape=(ny, nx), step=(fy / ny, fx / nx), rotation=rotation, flyback=flyback)
+        return cls(
+            shape=(ny, nx),
+            step=(fy / ny, fx / nx),
+            rotation=rotation,
+            flyback=flyback,
+            offset=offset,
+        )
 
     @property
     def size(self) -> int:
@@ -82,7 +99,7 @@ class ScanGeometry:
 
     def positions(self) -> np.ndarray:
         """Probe positions, shape (ny, nx, 2), float64 metres (y, x) in specimen
-        coordinates, centred on the scan centre."""
+        coordinates, centred on the scan centre :attr:`offset`."""
         ny, nx = self.shape
         sy = (np.arange(ny) - (ny - 1) / 2.0) * self.step[0]
         sx = (np.arange(nx) - (nx - 1) / 2.0) * self.step[1]
@@ -91,4 +108,6 @@ class ScanGeometry:
         out = np.empty((ny, nx, 2))
         out[..., 0] = s * xx + c * yy
         out[..., 1] = c * xx - s * yy
+        if self.offset != (0.0, 0.0):
+            out += np.asarray(self.offset)
         return out

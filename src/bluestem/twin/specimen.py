@@ -1,6 +1,8 @@
 """Specimens: the base class and the specimens without atoms.
 
-A specimen is a thin phase object ``t(y, x)``. Each also maps probe positions to a cache
+A specimen is a thin phase object ``t(y, x)``; the atomic specimens can also be cut into
+slices for multislice (``slice_stack``; chosen by their ``multislice`` parameter). Each
+also maps probe positions to a cache
 key and a canonical position (``canonical``): positions with one key give identical
 noiseless frames, because the frame is always computed at the canonical position.
 The name -> class table and :func:`~bluestem.twin.specimens.make_specimen` are in
@@ -10,12 +12,15 @@ The name -> class table and :func:`~bluestem.twin.specimens.make_specimen` are i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, fields, is_dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from bluestem.twin.grid import SimulationGrid
+
+if TYPE_CHECKING:
+    from bluestem.twin.slices import SliceStack
 
 __all__ = ["PhaseRamp", "Specimen", "Vacuum", "quantise_to_grid"]
 
@@ -24,10 +29,14 @@ class Specimen:
     """Base class of the specimens (all are frozen dataclasses).
 
     A subclass sets ``name`` (its key in :data:`bluestem.twin.SPECIMENS`) and implements
-    :meth:`canonical` and :meth:`transmission`.
+    :meth:`canonical` and :meth:`transmission`; one with thickness may implement
+    :meth:`slice_stack` and declare a ``multislice`` parameter: when it is true, the twin
+    propagates through the slices instead of using the phase object.
     """
 
     name: ClassVar[str] = ""
+    #: Whether the twin renders this specimen by multislice (a parameter where supported).
+    multislice = False
 
     def canonical(
         self, y: np.ndarray, x: np.ndarray, grid: SimulationGrid
@@ -46,10 +55,28 @@ class Specimen:
         """
         raise NotImplementedError
 
+    def slice_stack(self, thickness: float | None = None) -> SliceStack:
+        """The specimen cut into slices for multislice.
+
+        Parameters
+        ----------
+        thickness : float, optional
+            Thickness in m (rounded to whole slices); default: the specimen's own.
+
+        Raises
+        ------
+        ValueError
+            If the specimen has no multislice representation (or no free thickness).
+        """
+        raise ValueError(f"specimen {self.name!r} has no multislice representation")
+
     def parameters(self) -> dict[str, Any]:
-        """Name and parameters, for metadata."""
-        params = {"name": self.name}
-        params.update({k: v for k, v in vars(self).items() if not k.startswith("_")})
+        """Name and parameters (the dataclass fields), for metadata."""
+        params: dict[str, Any] = {"name": self.name}
+        if is_dataclass(self):
+            params.update({f.name: getattr(self, f.name) for f in fields(self)})
+        else:
+            params.update({k: v for k, v in vars(self).items() if not k.startswith("_")})
         return params
 
 

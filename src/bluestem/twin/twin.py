@@ -12,6 +12,7 @@ from bluestem.twin.detector import DetectorModel
 from bluestem.twin.faults import FaultSchedule
 from bluestem.twin.grid import SimulationGrid
 from bluestem.twin.kernels import tables_from_waves
+from bluestem.twin.multislice import Multislice
 from bluestem.twin.noise import render_frames
 from bluestem.twin.probe import Optics, probe_wave
 from bluestem.twin.scan import ScanGeometry
@@ -30,7 +31,9 @@ class Twin:
     of the detector's grid (see ``SimulationGrid``), normalised to a total of 1, summed
     over the binning, then Poisson counted and clipped at the counter depth. Noiseless
     frames are cached by the specimen's key (``Specimen.canonical``), so the fast path is
-    exact by construction.
+    exact by construction. A specimen with ``multislice=True`` is instead propagated
+    through its slices (:class:`~bluestem.twin.multislice.Multislice`); its frames are
+    cached and rendered the same way.
 
     Parameters
     ----------
@@ -51,7 +54,8 @@ class Twin:
     Notes
     -----
     ``render`` and ``render_at`` release the GIL in their kernels and may be called from
-    several threads at once.
+    several threads at once. In multislice mode a missing frame costs two FFTs per slice
+    (spread over numba's thread count of worker threads); call ``warm_up`` first.
     """
 
     def __init__(
@@ -81,6 +85,9 @@ class Twin:
         self.dtype = detector.dtype
         self.grid = SimulationGrid.from_setup(optics.high_tension, detector)
         self._probe = probe_wave(optics, self.grid)
+        self._multislice = (
+            Multislice(optics, self.grid, specimen.slice_stack()) if specimen.multislice else None
+        )
         pixels = self.frame_shape[0] * self.frame_shape[1]
         capacity = max(16, int(cache_bytes) // (pixels * BYTES_PER_PIXEL))
         self._cache = FrameCache(pixels, capacity)
@@ -233,6 +240,12 @@ class Twin:
     def _compute(self, cy: np.ndarray, cx: np.ndarray, slots: np.ndarray) -> None:
         """Fill cache slots with the noiseless frames at canonical positions."""
         cache = self._cache
+        if self._multislice is not None:
+            self._multislice.tables(
+                cy, cx, self.detector.binning, np.ascontiguousarray(slots),
+                cache.intensity, cache.tables, cache.totals,
+            )  # fmt: skip
+            return
         for start in range(0, len(slots), _WAVE_BATCH):
             part = slice(start, start + _WAVE_BATCH)
             waves = self.specimen.transmission(cy[part], cx[part], self.grid)
