@@ -51,6 +51,9 @@ class ScanGenerator(Device):
     mode = Cpt(VerifiedEnum, "Mode", kind=Kind.config)
     beam_x = Cpt(VerifiedSetting, "BeamX", atol=0.001 * 0.501)
     beam_y = Cpt(VerifiedSetting, "BeamY", atol=0.001 * 0.501)
+    # The scan centre on the specimen (SCAN:OffsetX/Y, nm): part of the scan's description.
+    offset_x = Cpt(VerifiedSetting, "OffsetX", atol=0.001 * 0.501, kind=Kind.config)
+    offset_y = Cpt(VerifiedSetting, "OffsetY", atol=0.001 * 0.501, kind=Kind.config)
 
     hold = Cpt(EpicsSignal, "Pause", kind=Kind.omitted)
     start = Cpt(CheckedSignal, "Start", kind=Kind.omitted)
@@ -62,17 +65,25 @@ class ScanGenerator(Device):
     message = Cpt(TextSignalRO, "StatusMessage_RBV", kind=Kind.omitted)
 
     def geometry(self) -> dict:
-        """The scan as read back: shape (ny, nx), step and fov (dy, dx) in nm, rotation in
-        deg, flyback and dwell in s, mode."""
+        """The scan as read back: shape (ny, nx), step, fov and centre offset (dy, dx) in
+        nm, rotation in deg, flyback and dwell in s, mode."""
         return {
             "shape": [int(self.shape_y.get()), int(self.shape_x.get())],
             "step": [float(self.step_y.get()), float(self.step_x.get())],
             "fov": [float(self.fov_y.get()), float(self.fov_x.get())],
+            "offset": [float(self.offset_y.get()), float(self.offset_x.get())],
             "rotation": float(self.rotation.get()),
             "flyback": float(self.flyback.get()),
             "dwell": float(self.dwell.get()),
             "mode": str(self.mode.get()),
-            "units": {"step": "nm", "fov": "nm", "rotation": "deg", "flyback": "s", "dwell": "s"},
+            "units": {
+                "step": "nm",
+                "fov": "nm",
+                "offset": "nm",
+                "rotation": "deg",
+                "flyback": "s",
+                "dwell": "s",
+            },
         }
 
     def _put(self, signal, value, what: str) -> None:

@@ -22,6 +22,7 @@ from bluestem.instrument import DetectorState, Health, ScanState, names
 from .acquisition import AcquisitionEngine, EngineState, FrameSchedule
 from .detector import Camera
 from .hdf import HDFWriter
+from .hidden import HiddenState
 from .metadata import calibration, file_metadata
 from .microscope import Microscope
 from .scan_generator import ScanGenerator
@@ -58,6 +59,10 @@ class InstrumentConfig:
     stuck: frozenset[str] = field(default_factory=frozenset)
     seed: int = 0
     max_rate: bool = False
+    #: what no PV shows (``--column``, ``--drift``, ``--tilt``): the twin source's
+    hidden: HiddenState = field(default_factory=HiddenState)
+    #: the private truth file (``--truth``), "" for none
+    truth: str = ""
 
 
 class Instrument(SettingsGroup):
@@ -98,7 +103,12 @@ class Instrument(SettingsGroup):
         self.config = config = config or InstrumentConfig()
         if source is None:
             source = TwinSource(
-                config.specimen, seed=config.seed, faults=config.faults, max_rate=config.max_rate
+                config.specimen,
+                seed=config.seed,
+                faults=config.faults,
+                max_rate=config.max_rate,
+                hidden=config.hidden,
+                truth=config.truth,
             )
         self.source = source
         super().__init__(*args, **kwargs)
@@ -145,6 +155,7 @@ class Instrument(SettingsGroup):
             scan=self.scan.geometry(),
             dose_per_frame=self.mic.dose_per_frame(dwell),
             beam_position=self.scan.beam_position() if internal else None,
+            stage=self.mic.stage_position(),
         )
 
     def _prepare(self, internal: bool) -> tuple[Readback, FrameRecipe]:
@@ -179,6 +190,7 @@ class Instrument(SettingsGroup):
             source=recipe.metadata,
         )
         self._file = (readback, recipe)  # read only while the file is open
+        file = self.hdf.next_file()
         await self.hdf.open_file(
             scan_shape=scan_shape,
             frame_shape=frame_shape,
@@ -187,6 +199,7 @@ class Instrument(SettingsGroup):
             calibration=calibration(readback),
         )
         self._acquisitions += 1
+        recipe.started(file)
 
     async def close_capture(self) -> None:
         """Close the file: at once, or by ending the acquisition that feeds it."""
@@ -241,6 +254,7 @@ class Instrument(SettingsGroup):
         else:
             readback, recipe = self._prepare(internal)
             self._acquisitions += 1
+            recipe.started("")
         records = internal or self._armed
         max_rate = self.config.max_rate
         if internal:

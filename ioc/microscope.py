@@ -23,6 +23,11 @@ class Microscope(SettingsGroup):
     StageX, StageY, StageZ (µm), StageAlpha, StageBeta (deg); read-only Cs_RBV (mm) and
     StatusMessage_RBV.  Settings named in :attr:`stuck` (a simulated hardware fault, given
     by the instrument) accept the setpoint but their readback does not follow.
+
+    The stage moves the specimen: a positive StageX (StageY) moves it +x (+y) under the
+    beam, so a feature at specimen x appears at scan position x + StageX; StageZ is its
+    height (+z up, towards the lens), which the probe sees as defocus (C1 lowered by
+    StageZ: a higher specimen is underfocus; see docs/twin.md).
     """
 
     message_attr = "message"
@@ -69,14 +74,24 @@ class Microscope(SettingsGroup):
         self.control.beam_blanked(value == BeamBlank.ON)
 
     stage_x, stage_x_rbv = setting(
-        "StageX", 0.0, "Stage x.", units="um", limits=Limits(-1000.0, 1000.0), quantum=0.001
+        "StageX",
+        0.0,
+        "Stage x (positive moves the specimen +x under the beam).",
+        units="um",
+        limits=Limits(-1000.0, 1000.0),
+        quantum=0.001,
     )
     stage_y, stage_y_rbv = setting(
-        "StageY", 0.0, "Stage y.", units="um", limits=Limits(-1000.0, 1000.0), quantum=0.001
+        "StageY",
+        0.0,
+        "Stage y (positive moves the specimen +y under the beam).",
+        units="um",
+        limits=Limits(-1000.0, 1000.0),
+        quantum=0.001,
     )
     stage_z, stage_z_rbv = setting(
-        "StageZ", 0.0, "Stage z (height).", units="um", limits=Limits(-500.0, 500.0),
-        quantum=0.001,
+        "StageZ", 0.0, "Stage z: specimen height, up towards the lens (lowers C1).",
+        units="um", limits=Limits(-500.0, 500.0), quantum=0.001,
     )  # fmt: skip
     stage_alpha, stage_alpha_rbv = setting(
         "StageAlpha", 0.0, "Stage alpha tilt.", units="deg", limits=STAGE_TILT, quantum=0.01
@@ -113,6 +128,14 @@ class Microscope(SettingsGroup):
             "astigmatism": self.astigmatism_rbv.value * 1e-9,
             "astigmatism_angle": math.radians(self.astigmatism_angle_rbv.value),
             "cs": self.cs_rbv.value * 1e-3,
+        }
+
+    def stage_position(self) -> dict:
+        """The stage x, y, z as read back, in m."""
+        return {
+            "x": self.stage_x_rbv.value * 1e-6,
+            "y": self.stage_y_rbv.value * 1e-6,
+            "z": self.stage_z_rbv.value * 1e-6,
         }
 
     def state(self) -> dict:

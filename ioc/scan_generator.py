@@ -15,6 +15,7 @@ __all__ = ["ScanGenerator"]
 
 SHAPE = Limits(1, MAX_SCAN, integer=True)
 POSITIVE_NM = Limits(0.0, 1e7, low_open=True)
+OFFSET_NM = Limits(-1e7, 1e7)
 
 
 class ScanGenerator(SettingsGroup):
@@ -23,10 +24,12 @@ class ScanGenerator(SettingsGroup):
     PVs (each setting with an ``_RBV``): ShapeX, ShapeY (positions), StepX, StepY (nm),
     FovX, FovY (nm; writing a field of view sets Step = Fov / Shape, writing a step or a
     shape sets Fov = Step × Shape), Dwell (s), Rotation (deg), Flyback (s per row), Mode
-    (Fly/Step), BeamX, BeamY (nm, beam position in step mode and for internally triggered
-    series), Pause (1 holds a running scan at the next row boundary, file open and detector
-    armed; 0 goes on with the next row; a scan started while 1 holds before its first row);
-    busy-free triggers Start, Stop, Abort (both end a held scan too); read-only State_RBV
+    (Fly/Step), OffsetX, OffsetY (nm, the scan centre on the specimen: a positive OffsetX
+    moves the scan +x; not rotated with the scan), BeamX, BeamY (nm from the scan centre:
+    beam position in step mode and for internally triggered series), Pause (1 holds a
+    running scan at the next row boundary, file open and detector armed; 0 goes on with
+    the next row; a scan started while 1 holds before its first row); busy-free triggers
+    Start, Stop, Abort (both end a held scan too); read-only State_RBV
     (Idle/Running/Done/Aborted/Fault/Paused), Progress_RBV (%), FramesDone_RBV,
     StatusMessage_RBV.
 
@@ -104,13 +107,21 @@ class ScanGenerator(SettingsGroup):
         limits=Limits(0.0, 1.0), precision=7,
     )  # fmt: skip
     mode, mode_rbv = setting("Mode", ScanMode.FLY, "Scan mode.", enum_strings=names(ScanMode))
+    offset_x, offset_x_rbv = setting(
+        "OffsetX", 0.0, "Scan centre x on the specimen (positive moves the scan +x).",
+        units="nm", limits=OFFSET_NM, quantum=0.001,
+    )  # fmt: skip
+    offset_y, offset_y_rbv = setting(
+        "OffsetY", 0.0, "Scan centre y on the specimen (positive moves the scan +y).",
+        units="nm", limits=OFFSET_NM, quantum=0.001,
+    )  # fmt: skip
     beam_x, beam_x_rbv = setting(
         "BeamX", 0.0, "Beam x from the scan centre (step mode).", units="nm",
-        limits=Limits(-1e7, 1e7), quantum=0.001,
+        limits=OFFSET_NM, quantum=0.001,
     )  # fmt: skip
     beam_y, beam_y_rbv = setting(
         "BeamY", 0.0, "Beam y from the scan centre (step mode).", units="nm",
-        limits=Limits(-1e7, 1e7), quantum=0.001,
+        limits=OFFSET_NM, quantum=0.001,
     )  # fmt: skip
     pause, pause_rbv = setting(
         "Pause", 0, "1 holds the scan at the next row boundary; 0 goes on.",
@@ -185,12 +196,15 @@ class ScanGenerator(SettingsGroup):
         return {"dwell": self.dwell_rbv.value, "mode": self.mode_rbv.value}
 
     def geometry(self) -> dict:
-        """The scan as read back, in SI units (the twin's ``ScanGeometry`` fields)."""
+        """The scan as read back, in SI units (the twin's ``ScanGeometry`` fields;
+        ``offset`` is ``SCAN:OffsetY/X``, which the frame source combines with the
+        stage)."""
         return {
             "shape": (int(self.shape_y_rbv.value), int(self.shape_x_rbv.value)),
             "step": (self.step_y_rbv.value * 1e-9, self.step_x_rbv.value * 1e-9),
             "rotation": math.radians(self.rotation_rbv.value),
             "flyback": float(self.flyback_rbv.value),
+            "offset": (self.offset_y_rbv.value * 1e-9, self.offset_x_rbv.value * 1e-9),
         }
 
     def beam_position(self) -> tuple[float, float]:

@@ -41,12 +41,16 @@ class Readback:
         ``shape`` [ky, kx] native pixels read out, ``pixel_size`` (m), ``camera_length``
         (m), ``counter_depth`` (bits), ``binning``.
     scan : dict
-        ``shape`` [ny, nx], ``step`` [dy, dx] (m), ``rotation`` (rad), ``flyback`` (s).
+        ``shape`` [ny, nx], ``step`` [dy, dx] (m), ``rotation`` (rad), ``flyback`` (s),
+        ``offset`` [oy, ox] (m: ``SCAN:OffsetY/X``, the scan centre on the specimen).
     dose_per_frame : float
         Electrons per frame (0 with the beam blanked).
     beam_position : tuple of float or None
         (y, x) in m from the scan centre where every frame of an internally triggered
         series is taken; None when the frames follow the scan.
+    stage : dict
+        ``x``, ``y``, ``z`` (m): ``MIC:StageX/Y/Z`` (+x, +y move the specimen; +z is up,
+        towards the lens).
     """
 
     optics: dict[str, float]
@@ -54,6 +58,7 @@ class Readback:
     scan: dict[str, Any]
     dose_per_frame: float
     beam_position: tuple[float, float] | None = None
+    stage: dict[str, float] = field(default_factory=lambda: dict.fromkeys("xyz", 0.0))
 
     @classmethod
     def of(
@@ -64,8 +69,10 @@ class Readback:
         scan: Mapping[str, Any],
         dose_per_frame: float,
         beam_position: tuple[float, float] | None = None,
+        stage: Mapping[str, float] | None = None,
     ) -> Readback:
-        """A readback of plain values (lists for shapes and steps, floats, ints)."""
+        """A readback of plain values (lists for shapes and steps, floats, ints); no
+        ``scan["offset"]`` or ``stage`` is (0, 0) or at 0."""
         return cls(
             optics={k: float(v) for k, v in optics.items()},
             detector={
@@ -80,6 +87,7 @@ class Readback:
                 "step": [float(v) for v in scan["step"]],
                 "rotation": float(scan["rotation"]),
                 "flyback": float(scan["flyback"]),
+                "offset": [float(v) for v in scan.get("offset", (0.0, 0.0))],
             },
             dose_per_frame=float(dose_per_frame),
             beam_position=(
@@ -87,6 +95,7 @@ class Readback:
                 if beam_position is None
                 else (float(beam_position[0]), float(beam_position[1]))
             ),
+            stage={axis: float((stage or {}).get(axis, 0.0)) for axis in "xyz"},
         )
 
 
@@ -108,6 +117,10 @@ class FrameRecipe:
         The source's own parameters for this acquisition (JSON-able).
     metadata : mapping of str to mapping
         Groups the source adds to the file's ``/metadata`` (the twin: ``simulation``).
+    started : callable
+        ``started(file)``: called by the instrument on the asyncio loop once the
+        acquisition really starts (its file ``file`` is open, or frames start without a
+        file: ``""``); it must be quick. Default: nothing.
     """
 
     prepare: Callable[[], Render]
@@ -115,6 +128,7 @@ class FrameRecipe:
     late: Mapping[int, float] = field(default_factory=dict)
     parameters: Mapping[str, Any] = field(default_factory=dict)
     metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    started: Callable[[str], None] = field(default=lambda file: None)
 
 
 class FrameSource(Protocol):

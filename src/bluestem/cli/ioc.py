@@ -28,6 +28,19 @@ def add_parser(subparsers) -> None:
         help="initial DET:HDF1:FilePath, created if missing (default: current directory)",
     )
     sim.add_argument("--specimen", default="srtio3", help="twin specimen (default: srtio3)")
+    sim.add_argument(
+        "--specimen-param",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter of the specimen, SI units, repeatable or several at once: e.g. "
+        "'--specimen-param thickness=20e-9 multislice=true' (keys: the specimen's "
+        "parameters, docs/twin.md; srtio3: thickness 1e-10..1e-6 m, multislice true/false, "
+        "slices_per_cell 1 or 2, tilt TY,TX rad, lattice, atom_width). The thickness is "
+        "hidden state: the file records the other parameters, and that a parameter was "
+        "hidden (hidden_specimen_parameters), never its value (see --truth)",
+    )
     sim.add_argument("--list-pvs", action="store_true", help="print every PV and exit")
     sim.add_argument(
         "--max-rate",
@@ -51,6 +64,43 @@ def add_parser(subparsers) -> None:
         help="comma-separated MIC settings whose readback does not follow the setpoint",
     )
     sim.add_argument("--seed", type=int, default=0, help="twin random seed (default: 0)")
+    hidden = sim.add_argument_group(
+        "hidden state",
+        "What a real column has and no PV shows: the PVs, their readbacks and the file's "
+        "metadata describe only what the PVs say; the truth goes to stderr and --truth.",
+    )
+    hidden.add_argument(
+        "--column",
+        default="",
+        metavar="SPEC",
+        help="residual aberrations, SI units, added to the PV setpoints: "
+        "'C1=85e-9,A1=20e-9@30deg,C3=1.2e-3' (C1 in m, |C1| <= 1e-5, adds to MIC:Defocus; "
+        "A1 in m, 0..1e-5, azimuth in deg, -180..180, adds as a complex A1 e^{2i phi} to "
+        "MIC:Astigmatism/AstigmatismAngle; C3 in m, |C3| <= 1e-2, adds to MIC:Cs_RBV)",
+    )
+    hidden.add_argument(
+        "--drift",
+        default="",
+        metavar="VY,VX",
+        help="specimen drift in nm/s since the IOC started ('VY,VX', or one number along "
+        "x; each |v| <= 1000; write --drift=-0.5,1 for a leading minus), applied as a "
+        "displacement at each acquisition's start",
+    )
+    hidden.add_argument(
+        "--tilt",
+        default="",
+        metavar="DEG",
+        help="specimen plane sloped along x by DEG (-80..80): its height x tan(DEG) at the "
+        "scan centre adds to MIC:StageZ and lowers C1 (a higher specimen is underfocus)",
+    )
+    hidden.add_argument(
+        "--truth",
+        default="",
+        metavar="FILE",
+        help="private JSON file of the true state (residuals; per acquisition the "
+        "effective optics, displacements and exact twin parameters), rewritten atomically "
+        "at each acquisition's start; for tests and benchmarks only, never a PV",
+    )
     sim.set_defaults(func=run)
 
 
@@ -70,6 +120,43 @@ def list_pvs(group) -> list[str]:
         doc = " ".join((pv.__doc__ or "").split())
         lines.append(f"{name}\t{dtype}\t{access}\t{units}\t{doc}")
     return lines
+
+
+def hidden_state(args: argparse.Namespace):
+    """The :class:`bluestem.ioc.hidden.HiddenState` of ``--column``, ``--drift``,
+    ``--tilt`` (ValueError naming the bad value and the allowed form and range)."""
+    from bluestem.ioc.hidden import Column, HiddenState, parse_column, parse_drift, parse_tilt
+
+    return HiddenState(
+        column=parse_column(args.column) if args.column else Column(),
+        drift=parse_drift(args.drift) if args.drift else (0.0, 0.0),
+        tilt=parse_tilt(args.tilt) if args.tilt else 0.0,
+    )
+
+
+def announce_hidden(hidden, truth: str, source=None) -> None:
+    """The true state to stderr (and the acquisitions' log at INFO), and the first truth
+    file written (OSError when it cannot be); ``source`` a TwinSource with specimen
+    parameters (its truth file, which records them)."""
+    import logging
+    import sys
+
+    from bluestem.ioc.hidden import LOG, TruthFile
+
+    if source is not None and truth:
+        source.write_truth()
+    elif truth:
+        TruthFile(truth, hidden).write()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{COMMAND}: truth: %(message)s"))
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    state = hidden.describe() if hidden.active else "no hidden state"
+    if source is not None and source.specimen_parameters:
+        state += f"; specimen {source.specimen} {source.specimen_parameters}"
+        if source.hidden_specimen:
+            state += f" (hidden: {', '.join(source.hidden_specimen)})"
+    LOG.info("%s; truth file %s", state, truth or "none")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,6 +187,20 @@ def run(args: argparse.Namespace) -> int:
         if args.specimen not in SPECIMENS:
             print(f"--specimen: {args.specimen!r} unknown (allowed: {sorted(SPECIMENS)})")
             return 2
+    specimen_params: dict = {}
+    if args.specimen_param:
+        from bluestem.ioc.backend import parse_specimen_parameters
+
+        try:
+            specimen_params = parse_specimen_parameters(args.specimen, args.specimen_param)
+        except ValueError as exc:
+            print(f"{COMMAND}: {exc}; nothing served", file=sys.stderr)
+            return 2
+    try:
+        hidden = hidden_state(args)
+    except ValueError as exc:
+        print(f"{COMMAND}: {exc}; nothing served", file=sys.stderr)
+        return 2
     data_dir = os.path.abspath(args.data_dir or os.getcwd())
     if not args.list_pvs:
         try:
@@ -117,11 +218,33 @@ def run(args: argparse.Namespace) -> int:
         stuck=stuck,
         seed=args.seed,
         max_rate=args.max_rate,
+        hidden=hidden,
+        truth=os.path.abspath(args.truth) if args.truth else "",
     )
-    ioc = Instrument(prefix=args.prefix, config=config)
+    source = None
+    if specimen_params:
+        from bluestem.ioc.twin_source import TwinSource
+
+        source = TwinSource(
+            config.specimen,
+            specimen_parameters=specimen_params,
+            seed=config.seed,
+            faults=config.faults,
+            max_rate=config.max_rate,
+            hidden=config.hidden,
+            truth=config.truth,
+        )
+    ioc = Instrument(prefix=args.prefix, config=config, source=source)
     if args.list_pvs:
         print("\n".join(list_pvs(ioc)))
         return 0
+    if hidden.active or config.truth or specimen_params:
+        try:
+            announce_hidden(hidden, config.truth, source)
+        except OSError as exc:
+            print(f"{COMMAND}: --truth {config.truth}: cannot be written ({exc.strerror or exc})"
+                  "; nothing served", file=sys.stderr)  # fmt: skip
+            return 2
 
     # Two servers of one prefix on one network both answer, and a client silently gets
     # whichever replies first: refuse to be the second.
