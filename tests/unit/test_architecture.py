@@ -45,6 +45,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("bluestem.instrument", "bluestem.procs"),
     ("bluestem.frames",),
     ("bluestem.twin", "bluestem.reduce", "bluestem.journal"),
+    ("bluestem.loop",),
     ("bluestem.catalog",),
     ("bluestem.callbacks",),
     ("bluestem.session",),

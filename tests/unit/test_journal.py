@@ -193,3 +193,58 @@ def test_unreachable_at_start_is_retried_per_run(tmp_path):
     assert set(writer.failures) == set(uids)
     with pytest.raises(ValueError, match="batch_size"):
         ResilientTiledWriter(factory, batch_size=0)
+
+
+def test_interleaved_runs_each_reach_their_own_writer(tmp_path, monkeypatch):
+    """A closed loop's umbrella run stays open (its own run key) while an acquisition
+    opens and closes inside it: every document goes to its own run's TiledWriter."""
+    import bluesky.plan_stubs as bps
+    import bluesky.preprocessors as bpp
+
+    import bluestem.catalog.client
+
+    received: list[list[tuple[str, dict]]] = []
+
+    def recorder(client, *, batch_size=100):
+        docs: list[tuple[str, dict]] = []
+        received.append(docs)
+        return lambda name, doc: docs.append((name, doc))
+
+    monkeypatch.setattr(bluestem.catalog.client, "tiled_writer", recorder)
+
+    class _Client:
+        uri = "http://catalogue.invalid/api/v1/"
+
+    journal = DocumentJournal(tmp_path)
+    writer = ResilientTiledWriter(lambda: _Client(), journal=journal)
+
+    def umbrella(plan):
+        return bpp.set_run_key_wrapper(plan, "umbrella")
+
+    def plan():
+        outer = yield from umbrella(bps.open_run(md={"role": "umbrella"}))
+        yield from umbrella(bps.trigger_and_read([det], name="iterations"))
+        inner = yield from count([det], 3, md={"role": "acquisition"})
+        yield from umbrella(bps.trigger_and_read([det], name="iterations"))
+        yield from umbrella(bps.close_run())
+        return outer, inner
+
+    RE = RunEngine({})
+    RE.subscribe(journal)
+    RE.subscribe(writer)
+    RE(plan())
+    assert writer.close(30)
+    by_role = {docs[0][1]["role"]: docs for docs in received}
+    assert set(by_role) == {"umbrella", "acquisition"}
+    for role, docs in by_role.items():
+        start = docs[0][1]["uid"]
+        assert [n for n, _ in docs][-1] == "stop", role
+        assert all(d.get("run_start", start) == start for n, d in docs
+                   if n in ("descriptor", "stop")), role  # fmt: skip
+        descriptors = {d["uid"] for n, d in docs if n == "descriptor"}
+        events = [d for n, d in docs if n == "event"]
+        assert events and all(e["descriptor"] in descriptors for e in events), role
+    assert sum(n == "event" for n, _ in by_role["umbrella"]) == 2
+    assert sum(n == "event" for n, _ in by_role["acquisition"]) == 3
+    assert sorted(writer.synced) == sorted(d[0][1]["uid"] for d in received)
+    assert all(run.synced for run in find_runs(tmp_path))

@@ -125,3 +125,16 @@ def test_a_run_that_wrote_no_file_is_summarised_too():
     start, docs = raw_run(status="fail", reason="configuration failed: PutRefused: ...")
     feed(summary, [docs[0], docs[-1]])
     assert summary.lines == [f"raster {start['uid']} fail (configuration failed: PutRefused: ...)"]
+
+
+def test_a_closed_loops_umbrella_run_points_to_loop_show():
+    out = io.StringIO()
+    summary = RunSummary(catalog_uri="http://host:8000", stream=out)
+    run = event_model.compose_run(metadata={
+        "plan_name": "closed_loop", "closed_loop": {"role": "umbrella", "goal": "focus"},
+    })  # fmt: skip
+    feed(summary, [("start", run.start_doc), ("stop", run.compose_stop())])
+    uid = run.start_doc["uid"]
+    first, second = summary.lines
+    assert first == f"closed_loop {uid} success"
+    assert f"bluestem loop show {uid[:8]}" in second and "bluestem reduce" not in second

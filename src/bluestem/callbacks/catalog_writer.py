@@ -59,8 +59,11 @@ class ResilientTiledWriter:
 
     Notes
     -----
-    One run at a time (as the RunEngine emits them); documents are deep-copied because
-    TiledWriter runs later, on another thread, than the other callbacks.
+    Runs may interleave (bluesky's run keys: a closed loop's umbrella run stays open
+    while its acquisitions open and close): each document is routed to its own run (by
+    ``run_start``, or by the descriptor / resource it belongs to) and each run has its own
+    TiledWriter. Documents are deep-copied because TiledWriter runs later, on another
+    thread, than the other callbacks.
     """
 
     def __init__(
@@ -86,32 +89,50 @@ class ResilientTiledWriter:
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._current: str | None = None  # start uid of the run being enqueued
+        self._open: list[str] = []  # start uids of the runs being enqueued (RunEngine side)
+        self._owner: dict[str, str] = {}  # descriptor / resource uid -> start uid
         self._given_up: set[str] = set()  # runs whose further documents are dropped
-        # worker-side state
-        self._writer = None
-        self._run_uid: str | None = None
-        self._run_path = None
-        self._run_docs = 0
+        # worker-side state: one TiledWriter and document count per open run
+        self._writers: dict[str, Any] = {}
+        self._run_docs: dict[str, int] = {}
 
     # -- RunEngine side: never raises, never blocks -----------------------------------
     def __call__(self, name: str, doc: dict) -> None:
         try:
             if name == "start":
-                self._current = doc["uid"]
+                self._open.append(doc["uid"])
                 self.runs[doc["uid"]] = self.journal.path_for(doc) if self.journal else None
                 self._ensure_thread()
-            uid = self._current
+            uid = self._run_of(name, doc)
             if uid is None or uid in self._given_up:
                 return
             if self._queue.qsize() >= self.max_pending:
                 self._give_up(uid, f"more than {self.max_pending} documents waiting")
                 return
-            self._queue.put((name, copy.deepcopy(doc)))
+            self._queue.put((uid, name, copy.deepcopy(doc)))
             if name == "stop":
-                self._current = None
+                self._open.remove(uid)
+                self._owner = {k: v for k, v in self._owner.items() if v != uid}
         except Exception:  # the run must go on whatever happens here
             logger.exception("catalogue writer: could not queue %s document", name)
+
+    def _run_of(self, name: str, doc: dict) -> str | None:
+        """The start uid of the open run ``doc`` belongs to (None: no open run)."""
+        if name == "start":
+            return doc["uid"]
+        uid = doc.get("run_start")
+        if uid is not None:
+            if name in ("descriptor", "resource", "stream_resource"):
+                self._owner[doc["uid"]] = uid
+        elif name in ("event", "event_page", "stream_datum"):
+            uid = self._owner.get(doc.get("descriptor"))
+        elif name == "datum":
+            uid = self._owner.get(doc["datum_id"].split("/")[0])
+        elif name == "datum_page":
+            uid = self._owner.get(doc.get("resource"))
+        elif len(self._open) == 1:
+            uid = self._open[0]
+        return uid if uid in self._open else None
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued document is written or dropped; False on timeout."""
@@ -168,9 +189,10 @@ class ResilientTiledWriter:
             self._given_up.add(uid)
             self.failures[uid] = reason
         logger.error("catalogue writer: run %s not written to the catalogue: %s", uid, reason)
-        if self.journal is not None and self._run_path is not None and uid == self._run_uid:
+        path = self.runs.get(uid)
+        if self.journal is not None and path is not None:
             try:
-                mark_unsynced(self._run_path, reason)
+                mark_unsynced(path, reason)
             except OSError:
                 logger.exception("catalogue writer: could not mark %s unsynced", uid)
 
@@ -182,32 +204,30 @@ class ResilientTiledWriter:
             if isinstance(item, threading.Event):
                 item.set()
                 continue
-            name, doc = item
+            uid, name, doc = item
             try:
-                self._handle(name, doc)
+                self._handle(uid, name, doc)
             except Exception as err:
-                uid = self._run_uid or "?"
                 logger.exception("catalogue writer: %s document failed", name)
                 self._give_up(uid, f"{name} document failed: {type(err).__name__}: {err}")
-                self._writer = None
+                self._writers.pop(uid, None)
 
-    def _handle(self, name: str, doc: dict) -> None:
+    def _handle(self, uid: str, name: str, doc: dict) -> None:
         from bluestem.catalog.client import tiled_writer
 
         if name == "start":
-            self._run_uid = doc["uid"]
-            self._run_path = self.journal.path_for(doc) if self.journal else None
-            self._run_docs = 0
-            self._writer = None
+            self._run_docs[uid] = 0
             if self._client is None:
                 self._client = self._factory()
-            self._writer = tiled_writer(self._client, batch_size=self.batch_size)
-        if self._run_uid in self._given_up or self._writer is None:
+            self._writers[uid] = tiled_writer(self._client, batch_size=self.batch_size)
+        writer = self._writers.get(uid)
+        if uid in self._given_up or writer is None:
             return
-        self._writer(name, doc)
-        self._run_docs += 1
+        writer(name, doc)
+        self._run_docs[uid] += 1
         if name == "stop":
-            self.synced.append(self._run_uid)
-            if self._run_path is not None:
-                mark_synced(self._run_path, str(self._client.uri), self._run_docs)
-            self._writer = None
+            self.synced.append(uid)
+            path = self.runs.get(uid)
+            if path is not None:
+                mark_synced(path, str(self._client.uri), self._run_docs.pop(uid))
+            del self._writers[uid]

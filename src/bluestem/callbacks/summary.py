@@ -114,8 +114,10 @@ class RunSummary:
                 read += f'["primary"]["{start["detectors"][0]}_image"]'
             if derived is not None:
                 read += f'; c["{derived["uid"]}"]["primary"]["bf"][0]'
-            self._print(f"  read it: {read}   (catalog[...] in the shell; "
-                        f"bluestem reduce {uid[:8]} re-reduces it)")  # fmt: skip
+            umbrella = (start.get("closed_loop") or {}).get("role") == "umbrella"
+            again = (f"bluestem loop show {uid[:8]} replays its iterations" if umbrella
+                     else f"bluestem reduce {uid[:8]} re-reduces it")  # fmt: skip
+            self._print(f"  read it: {read}   (catalog[...] in the shell; {again})")
         elif self.journal_dir:
             self._print(f"  journal only: {self.journal_dir} (bluestem sync uploads it)")
 
