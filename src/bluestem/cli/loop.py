@@ -13,8 +13,9 @@ import os
 import sys
 import time
 
+from bluestem.cli._runs import _catalog_uids, _unique
+
 NAME = "loop"
-MAX_MATCHES = 100
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -61,14 +62,6 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _unique(prefix: str, uids, where: str) -> str:
-    matches = sorted({u for u in uids if u.startswith(prefix)})
-    if len(matches) != 1:
-        found = "no run" if not matches else f"{len(matches)} runs ({', '.join(matches[:5])})"
-        raise LookupError(f"{found} with uid starting {prefix!r} in {where}")
-    return matches[0]
-
-
 def _documents(args) -> list:
     if not args.uid:
         raise LookupError("the uid is empty; give the loop's uid or a prefix of it")
@@ -83,12 +76,10 @@ def _documents(args) -> list:
     from bluestem.catalog.client import connect
 
     client = connect(args.catalog, args.api_key or os.environ.get("BLUESTEM_API_KEY"))
-    uid = args.uid
-    if uid not in client:
-        from tiled.queries import Like
-
-        keys = client.search(Like("start.uid", uid + "%")).keys()[:MAX_MATCHES]
-        uid = _unique(uid, keys, f"the catalogue {args.catalog}")
+    uid = args.uid if args.uid in client else None
+    uid = uid or _unique(
+        args.uid, _catalog_uids(client, args.uid), f"the catalogue {args.catalog}"
+    )
     return list(client[uid].documents())
 
 
