@@ -1,13 +1,16 @@
-"""Autofocus by BF parallax: a closed loop that nulls the residual C1 and A1 of the probe
-(docs/loop.md, "Autofocus").
+"""Autofocus: a closed loop that nulls the residual C1 and A1 of the probe (docs/loop.md,
+"Autofocus").
 
-Each iteration takes one 4D raster at a deliberate defocus offset (``c1_offset`` added to
-``MIC:Defocus`` for the acquisition only: the parallax vanishes at focus, see
-:mod:`bluestem.loop.parallax`), reads the frames from the run's raw file, fits C1 and A1
-to the parallax of the bright-field pixel images (:func:`bluestem.loop.parallax.fit_parallax`,
-the offset subtracted), and corrects ``MIC:Defocus`` by ``-C1`` and the two-fold
-astigmatism by ``-A1`` (complex: ``A1 e^{2i phi}``) with verified moves. It is on the
-record as one umbrella run with one raster run per iteration (:func:`closed_loop`).
+Each iteration takes one 4D raster at a defocus offset (``c1_offset`` added to
+``MIC:Defocus`` for the acquisition only), reads the frames from the run's raw file, fits
+C1 and A1 (the offset subtracted) and corrects ``MIC:Defocus`` by ``-C1`` and the two-fold
+astigmatism by ``-A1`` (complex: ``A1 e^{2i phi}``) with verified moves. Two measurements:
+``method="parallax"`` (amorphous areas) fits the parallax of the bright-field pixel images
+(:func:`bluestem.loop.parallax.fit_parallax`; it vanishes at focus, hence a default offset
+of −300 nm); ``method="overlap"`` (crystals on a zone axis) fits the phase of the
+double-disc overlaps (:func:`bluestem.loop.overlap.fit_overlap`; no blind zone, no offset
+by default). It is on the record as one umbrella run with one raster run per iteration
+(:func:`closed_loop`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ SHAPE_RANGE = (16, 512)
 OFFSET_RANGE = (50e-9, 2e-6)
 #: Convergence tolerance allowed, m.
 TOLERANCE_RANGE = (0.1e-9, 100e-9)
+#: The measurements, and the default defocus offset of each (m): the parallax needs one
+#: outside its blind zone, the overlap phase is best measured at the setpoint.
+METHODS = {"parallax": -300e-9, "overlap": 0.0}
+#: Lattice plane spacing (nm) allowed for ``method="overlap"``.
+LATTICE_RANGE = (0.05, 5.0)
 
 #: Microscope read-backs of each acquisition kept in its measurement.
 ACQUIRED_AT = ("defocus", "astigmatism", "astigmatism_angle", "cs", "high_tension")
@@ -151,12 +159,15 @@ def _raw_path(docs: list[tuple[str, dict]]) -> str:
     return uri.split("file://localhost", 1)[-1] if uri.startswith("file://") else uri
 
 
-def _measure(path: str, start: Mapping, nominal: float) -> dict[str, Any]:
-    """Fit the raster in ``path`` (its start document ``start``); ``nominal`` defocus nm."""
+def _measure(
+    path: str, start: Mapping, nominal: float, method: str = "parallax",
+    lattice: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Fit the raster in ``path`` (its start document ``start``) by ``method``; ``nominal``
+    defocus nm; ``lattice`` the plane spacing (nm) of the overlap fit's reflections."""
     import numpy as np
 
     from bluestem.frames import FrameReader
-    from bluestem.loop.parallax import fit_parallax
 
     mic, cal = start.get("microscope") or {}, start.get("calibration") or {}
     if "angle_per_pixel_mrad" not in cal or "high_tension" not in mic:
@@ -168,7 +179,7 @@ def _measure(path: str, start: Mapping, nominal: float) -> dict[str, Any]:
         frames = reader.read(0, reader.total)
         ny, nx = reader.scan_shape[-2:]
         if not np.all(reader.received(0, reader.total)):
-            raise ValueError(f"{path}: frames missing; the parallax needs a whole scan")
+            raise ValueError(f"{path}: frames missing; the fit needs a whole scan")
     data = frames.reshape(ny, nx, *frames.shape[-2:])
     offset = (float(mic["defocus"]) - nominal) * 1e-9  # as read back
     step = tuple(float(s) * 1e-9 for s in cal["scan_step_nm"])
@@ -180,11 +191,21 @@ def _measure(path: str, start: Mapping, nominal: float) -> dict[str, Any]:
         "c1_offset": offset,
         "c3": float(mic.get("cs", 0.0)) * 1e-3,
     }
-    fit = fit_parallax(data, **args)
+    if method == "overlap":
+        from bluestem.loop.overlap import fit_overlap
+
+        args["lattice"] = None if lattice is None else lattice * 1e-9
+        fit = fit_overlap(data, **args)
+        name = "double-disc overlap phase (WDD/SSB) fit of C1, A1"
+    else:
+        from bluestem.loop.parallax import fit_parallax
+
+        fit = fit_parallax(data, **args)
+        name = "BF parallax (tcBF) fit of C1, A1"
     summary = fit.summary()
     return {
-        "method": "BF parallax (tcBF) fit of C1, A1",
-        "parameters": {"file": path, **args, "step": list(step)},
+        "method": name,
+        "parameters": {"file": path, "method": method, **args, "step": list(step)},
         "values": {"c1": fit.c1, "a1": fit.a1, "a1_angle": fit.a1_angle},
         "uncertainties": {"c1": fit.sigma_c1, "a1": fit.sigma_a1, "a1_angle": fit.sigma_a1_angle},
         "units": {"c1": "m", "a1": "m", "a1_angle": "rad"},
@@ -204,21 +225,23 @@ def autofocus(
     shape: Sequence[int] = (48, 48),
     fov: float = 24.0,
     dwell: float = 2e-4,
-    c1_offset: float = -300e-9,
+    c1_offset: float | None = None,
     max_iterations: int = MAX_ITERATIONS,
     tolerance: float = 2e-9,
+    method: str = "parallax",
+    lattice: float | None = None,
     md: dict | None = None,
 ) -> MsgGenerator[LoopResult]:
-    """Null the residual defocus C1 and two-fold astigmatism A1 by BF parallax.
+    """Null the residual defocus C1 and two-fold astigmatism A1 of the probe.
 
     A closed loop (:func:`bluestem.plans.closed_loop`) over ``MIC:Defocus``,
     ``MIC:Astigmatism`` and ``MIC:AstigmatismAngle``. Each iteration: set the correction
     of the last fit (none at first), move the defocus to setpoint + ``c1_offset``, take a
-    raster, move it back, read the frames from the run's raw file and fit
-    :func:`bluestem.loop.parallax.fit_parallax` (the offset as read back subtracted; the
-    wavelength from the read-back high tension, angle per pixel from the run's
-    calibration, step and rotation from the scan, C3 from ``MIC:Cs_RBV``). Converged when
-    the fit is reliable and ``|C1| + σ_C1`` and ``|A1| + σ_A1`` are at most ``tolerance``.
+    raster, move it back, read the frames from the run's raw file and fit them by
+    ``method`` (the offset as read back subtracted; the wavelength from the read-back high
+    tension, angle per pixel from the run's calibration, step and rotation from the scan,
+    C3 from ``MIC:Cs_RBV``). Converged when the fit is reliable and ``|C1| + σ_C1`` and
+    ``|A1| + σ_A1`` are at most ``tolerance``.
 
     Parameters
     ----------
@@ -226,18 +249,27 @@ def autofocus(
     shape : (ny, nx)
         Scan positions, each 16..512.
     fov : float
-        Square field of view, nm (0.5..10000). About 0.5 nm per step suits 64² frames at
-        10 mrad: the BF images must resolve the specimen's texture.
+        Square field of view, nm (0.5..10000). Parallax: about 0.5 nm per step suits 64²
+        frames at 10 mrad (the BF images must resolve the specimen's texture). Overlap: a
+        step of at most ``λ / (4α)`` (0.63 Å at 200 kV, 10 mrad), e.g. 32 × a/8 on SrTiO3.
     dwell : float
         s per position (0 < dwell <= 1): with the beam current, the dose.
-    c1_offset : float
-        Defocus added during each acquisition, m; ``50e-9 <= |c1_offset| <= 2e-6`` and more
-        than the largest residual expected. An underfocus (negative) offset is the default:
-        with a positive C3 it gives the smaller bias in the twin (docs).
+    c1_offset : float, optional
+        Defocus added during each acquisition, m. Default −300 nm for the parallax (which
+        needs ``50e-9 <= |c1_offset| <= 2e-6`` and more than the largest residual
+        expected; underfocus gives the smaller bias with a positive C3 in the twin), 0 for
+        the overlap (``|c1_offset| <= 2e-6``: it has no blind zone).
     max_iterations : int
         1..5 acquisitions.
     tolerance : float
         m, 1e-10..1e-7.
+    method : str
+        ``"parallax"`` (:func:`bluestem.loop.parallax.fit_parallax`: amorphous areas) or
+        ``"overlap"`` (:func:`bluestem.loop.overlap.fit_overlap`: a crystal on a zone
+        axis).
+    lattice : float, optional
+        Overlap only: the plane spacing (nm, 0.05..5) of the reflections to use (e.g.
+        0.276 for SrTiO3 {110}); None takes the strongest.
     md : dict, optional
         Extra metadata of the umbrella and every raster run.
 
@@ -253,14 +285,21 @@ def autofocus(
     _check_device("det", det, ("hdf", "cam"))
     _check_device("scan", scan, ("geometry",))
     _check_device("mic", mic, ("defocus", "astigmatism", "astigmatism_angle"))
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method={method!r}: allowed {' or '.join(map(repr, METHODS))}")
+    if lattice is not None:
+        if method != "overlap":
+            raise ValueError(f"lattice={lattice!r}: allowed only with method='overlap'")
+        lattice = check_number("lattice", lattice, low=LATTICE_RANGE[0], high=LATTICE_RANGE[1])
     shape = check_shape(shape)
     if not all(SHAPE_RANGE[0] <= n <= SHAPE_RANGE[1] for n in shape):
         raise ValueError(f"shape={shape!r}: allowed two integers, each "
                          f"{SHAPE_RANGE[0]}..{SHAPE_RANGE[1]}")  # fmt: skip
     fov = check_number("fov", fov, low=0.5, high=1e4)
     dwell = check_dwell(dwell)
+    c1_offset = METHODS[method] if c1_offset is None else c1_offset
     offset = check_number("c1_offset", c1_offset, low=-OFFSET_RANGE[1], high=OFFSET_RANGE[1])
-    if abs(offset) < OFFSET_RANGE[0]:
+    if method == "parallax" and abs(offset) < OFFSET_RANGE[0]:
         raise ValueError(f"c1_offset={c1_offset!r}: allowed {OFFSET_RANGE[0]:g} <= "
                          f"|c1_offset| <= {OFFSET_RANGE[1]:g} m (outside the blind zone "
                          "near focus)")  # fmt: skip
@@ -274,23 +313,27 @@ def autofocus(
         raise ValueError(f"md={md!r}: allowed a mapping or None")
     extra = dict(md or {})
     parameters = {"shape": list(shape), "fov_nm": fov, "dwell": dwell, "c1_offset": offset,
-                  "tolerance": tolerance, "max_iterations": max_iterations}  # fmt: skip
+                  "tolerance": tolerance, "max_iterations": max_iterations,
+                  "method": method, "lattice_nm": lattice}  # fmt: skip
 
     def acquire(readback, iteration, loop_md):
         nominal = float(readback[DEFOCUS])
-        yield from bps.mv(mic.defocus, round(nominal + offset * 1e9, 1))
+        if offset:
+            yield from bps.mv(mic.defocus, round(nominal + offset * 1e9, 1))
         run_md = {**extra, **loop_md, "autofocus": {**parameters, "iteration": iteration}}
         plan = raster(det, scan, shape=shape, dwell=dwell, fov=fov, microscope=mic,
                       reductions=False, md=run_md)  # fmt: skip
         uid, runs = yield from run_documents(plan)
-        yield from bps.mv(mic.defocus, nominal)
+        if offset:
+            yield from bps.mv(mic.defocus, nominal)
         docs = runs[uid]
-        return uid, _measure(_raw_path(docs), docs[0][1], nominal)
+        return uid, _measure(_raw_path(docs), docs[0][1], nominal, method, lattice)
 
+    how = {"parallax": "BF parallax", "overlap": "double-disc overlap phase"}[method]
     return (yield from closed_loop(
         ParallaxFocusAgent(tolerance), acquire,
         settings={DEFOCUS: mic.defocus, ASTIGMATISM: mic.astigmatism,
                   ANGLE: mic.astigmatism_angle},
         max_iterations=max_iterations, converged=_within,
-        goal={"autofocus": "|C1|, |A1| <= tolerance by BF parallax", **parameters},
+        goal={"autofocus": f"|C1|, |A1| <= tolerance by {how}", **parameters},
         md={**extra, "autofocus": parameters}))  # fmt: skip

@@ -14,6 +14,7 @@ from bluestem.loop.agent import (
     as_agent,
     make_agent,
 )
+from bluestem.loop.overlap import OverlapFit, fit_overlap, overlap_phase
 from bluestem.loop.pacbed_fit import (
     Alignment,
     PacbedFit,
@@ -50,13 +51,16 @@ __all__ = [
     "LoopRecord",
     "LoopResult",
     "OptimizerAgent",
+    "OverlapFit",
     "PacbedFit",
     "PacbedThicknessAgent",
     "TellAskAgent",
     "agent_info",
     "as_agent",
+    "fit_overlap",
     "fit_pacbed",
     "make_agent",
+    "overlap_phase",
     "read_loop",
     "replay_decisions",
     "to_json",
