@@ -8,12 +8,14 @@ from .monitor import CounterMonitor
 from .pacbed import pacbed_thickness
 from .raster import FileStem, beam_positions, configured_run, raster, step_raster
 from .series import dark_reference, series
+from .survey import adaptive_survey
 from .validation import check_dwell, check_number, check_pair, check_shape
 
 __all__ = [
     "CounterMonitor",
     "FileStem",
     "LoopDiverged",
+    "adaptive_survey",
     "autofocus",
     "baseline",
     "beam_positions",

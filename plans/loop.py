@@ -34,7 +34,7 @@ from bluestem.loop.record import (
 
 from .raster import failure_reason
 
-__all__ = ["MAX_ITERATIONS", "LoopDiverged", "closed_loop", "run_documents"]
+__all__ = ["MAX_ITERATIONS", "LoopDiverged", "closed_loop", "raw_file", "run_documents"]
 
 logger = logging.getLogger(__name__)
 
@@ -384,3 +384,12 @@ def run_documents(plan) -> MsgGenerator[tuple[Any, dict[str, list[tuple[str, dic
         raise
     yield from bps.unsubscribe(token)
     return result, runs
+
+
+def raw_file(docs: list[tuple[str, dict]]) -> str:
+    """The one raw file a run's documents (``run_documents``) name, as a local path."""
+    uris = {d["uri"] for n, d in docs if n == "stream_resource"}
+    if len(uris) != 1:
+        raise ValueError(f"the run names {len(uris)} raw files; expected one")
+    uri = uris.pop()
+    return uri.split("file://localhost", 1)[-1] if uri.startswith("file://") else uri

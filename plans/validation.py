@@ -12,6 +12,7 @@ __all__ = [
     "MAX_DWELL",
     "MAX_EXPOSURE",
     "MAX_SHAPE",
+    "check_device",
     "check_dwell",
     "check_number",
     "check_pair",
@@ -65,3 +66,11 @@ def check_pair(name: str, value: Any, *, low: float, high: float, low_open: bool
     if len(pair) != 2:
         raise ValueError(f"{name}={value!r}: allowed a number or a (y, x) pair")
     return tuple(check_number(name, v, low=low, high=high, low_open=low_open) for v in pair)
+
+
+def check_device(name: str, device: Any, attrs: Sequence[str]) -> None:
+    """Refuse a device argument that lacks one of ``attrs`` (naming what is missing)."""
+    missing = [a for a in attrs if not hasattr(device, a)]
+    if device is None or missing:
+        raise ValueError(f"{name}={device!r}: allowed a device with {list(attrs)} "
+                         f"(missing {missing})")  # fmt: skip

@@ -1,0 +1,169 @@
+"""The adaptive survey's agent: survey once, then for each of the best features track the
+drift and centre a fine scan on the feature (docs/loop.md, "Adaptive survey").
+
+The agent decides only the scan offset (``scan_offset_y``, ``scan_offset_x``, nm as the
+PVs) and from the recorded measurements only, so a survey's decisions replay from the
+catalogue (:func:`bluestem.loop.replay_decisions`). Each measurement carries its
+``role``:
+
+``survey``
+    ``features`` (heaviest first, each ``{"y_nm", "x_nm", ...}``: the feature's
+    displacement from the survey's scan centre in the specimen frame) and ``time`` (s,
+    the survey run's start): the survey's offsets read back are the origin.
+``track``
+    ``drift_nm`` ``[y, x]`` (the specimen's drift since the survey, from a tracking image
+    of the survey's field), ``reliable``, ``time`` and ``ready`` (when the analysis
+    finished: the next scan starts about ``lag`` s later).
+``fine``
+    ``time`` (its start) and whatever the plan measured in the fine scan (the centring).
+
+The fine scan of a feature at **g** from the survey's centre **O** is set to
+``O + g + d(t)``: ``d(t)`` is the drift extrapolated to the fine scan's expected start
+(:func:`bluestem.loop.drift.extrapolate` over the survey, at zero drift, and the tracking
+measurements); ``t = ready + lag`` with ``lag`` the last measured delay between a
+tracking analysis and the next fine scan's start.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from bluestem.loop.agent import Agent
+from bluestem.loop.drift import extrapolate
+
+__all__ = ["OFFSET_X", "OFFSET_Y", "SurveyAgent"]
+
+#: Loop setting names (the umbrella's columns): the scan offset, nm.
+OFFSET_Y, OFFSET_X = "scan_offset_y", "scan_offset_x"
+#: The measurement roles, in the order of one feature's visit.
+SURVEY, TRACK, FINE, DONE = "survey", "track", "fine", "done"
+
+
+class SurveyAgent(Agent):
+    """Survey, then ``features`` × (track, fine) — or × (fine) without tracking.
+
+    Parameters
+    ----------
+    features : int
+        Fine scans to take (the heaviest features first; fewer when the survey finds
+        fewer).
+    track : bool
+        Measure the drift before each fine scan and correct the offset for it.
+    lag : float
+        First guess of the delay (s) between a tracking analysis and the next scan's
+        start, until one is measured.
+    window : int
+        Drift measurements (the survey's zero included) in the straight-line fit.
+    """
+
+    def __init__(self, features: int = 3, track: bool = True, lag: float = 0.5,
+                 window: int = 3) -> None:  # fmt: skip
+        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+            raise ValueError(f"features={features!r}: allowed an integer >= 1")
+        if not isinstance(track, bool):
+            raise ValueError(f"track={track!r}: allowed True or False")
+        if not (isinstance(lag, int | float) and math.isfinite(lag) and 0 <= lag <= 60):
+            raise ValueError(f"lag={lag!r}: allowed 0..60 s")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+            raise ValueError(f"window={window!r}: allowed an integer >= 2")
+        self.features, self.track = features, track
+        self.lag0 = self.lag = float(lag)  # lag: the last measured one
+        self.window = window
+        self.phase = SURVEY
+        self.origin: tuple[float, float] | None = None
+        self.targets: list[dict[str, Any]] = []
+        self.found = 0
+        self.times: list[float] = []
+        self.drifts: list[tuple[float, float]] = []
+        self.ready: float | None = None
+        self.visited: list[dict[str, Any]] = []
+        self.planned: dict[str, float] | None = None
+
+    def parameters(self) -> dict:
+        return {"features": self.features, "track": self.track, "lag": self.lag0,
+                "window": self.window}  # fmt: skip
+
+    @property
+    def target(self) -> dict[str, Any] | None:
+        """The feature the next fine scan is for (None outside the fine phase)."""
+        if self.phase in (TRACK, FINE) and len(self.visited) < len(self.targets):
+            return self.targets[len(self.visited)]
+        return None
+
+    def _fine_offset(self) -> dict[str, float]:
+        assert self.origin is not None
+        target = self.targets[len(self.visited)]
+        drift = (0.0, 0.0)
+        if self.track and self.ready is not None:
+            drift = extrapolate(self.times, self.drifts, self.ready + self.lag,
+                                window=self.window)  # fmt: skip
+        y = self.origin[0] + float(target["y_nm"]) + drift[0]
+        x = self.origin[1] + float(target["x_nm"]) + drift[1]
+        self.planned = {"drift_nm": [drift[0], drift[1]], "for_time": (
+            None if self.ready is None else self.ready + self.lag)}  # fmt: skip
+        return {OFFSET_Y: round(y, 3), OFFSET_X: round(x, 3)}
+
+    def suggest(self, n: int = 1) -> list[dict[str, float]]:
+        if self.phase == TRACK:
+            assert self.origin is not None
+            point = {OFFSET_Y: self.origin[0], OFFSET_X: self.origin[1]}
+        elif self.phase == FINE:
+            point = self._fine_offset()
+        else:  # the survey at the offsets as they are; nothing after the last
+            point = {}
+        return [dict(point) for _ in range(max(1, n))]
+
+    def ingest(self, point: Mapping[str, Any], measurement: Mapping[str, Any]) -> None:
+        role = measurement.get("role")
+        if role != self.phase:
+            raise ValueError(f"measurement role {role!r}: the agent expected {self.phase!r}")
+        if role == SURVEY:
+            self.origin = (float(point[OFFSET_Y]), float(point[OFFSET_X]))
+            found = list(measurement.get("features") or [])
+            self.found = len(found)
+            self.targets = found[: self.features]
+            self.times, self.drifts = [float(measurement["time"])], [(0.0, 0.0)]
+        elif role == TRACK:
+            if measurement.get("reliable", True):
+                dy, dx = (float(v) for v in measurement["drift_nm"])
+                self.times.append(float(measurement["time"]))
+                self.drifts.append((dy, dx))
+            self.ready = float(measurement["ready"])
+        elif role == FINE:
+            if self.ready is not None and self.track:
+                self.lag = max(0.0, float(measurement["time"]) - self.ready)
+            self.visited.append({"target": dict(self.targets[len(self.visited)]),
+                                 "offset": [float(point[OFFSET_Y]), float(point[OFFSET_X])],
+                                 **(self.planned or {})})  # fmt: skip
+        if role == TRACK:
+            self.phase = FINE
+        elif len(self.visited) >= len(self.targets):  # none found, or the last visited
+            self.phase = DONE
+        else:
+            self.phase = TRACK if self.track else FINE
+
+    def report(self) -> dict:
+        done = self.phase == DONE
+        last = self.drifts[-1] if self.drifts else (0.0, 0.0)
+        nxt = self.target
+        decision = (
+            "survey" if self.origin is None
+            else "no features found" if not self.targets
+            else "every target visited" if done
+            else f"track the drift before feature {len(self.visited) + 1}"
+            if self.phase == TRACK
+            else f"fine scan of feature {len(self.visited) + 1} of {len(self.targets)}"
+        )  # fmt: skip
+        return {
+            "done": done,
+            "next": self.phase,
+            "features_found": self.found,
+            "targets": len(self.targets),
+            "visited": len(self.visited),
+            "drift_nm": [last[0], last[1]],
+            "lag_s": self.lag,
+            "next_target": nxt,
+            "decision": decision,
+        }
