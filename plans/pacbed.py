@@ -38,6 +38,8 @@ DEFAULT_THICKNESS_RANGE = (2e-9, 60e-9)
 THICKNESS_LIMITS = (1e-10, 1e-6)
 MAX_ENTRIES = 2000
 CACHE_FORMAT = "bluestem-pacbed-library-1"
+#: Most pixels a side of the patterns kept in the record (binned to fit).
+THUMBNAIL = 64
 _MEMORY: dict[str, Any] = {}  # key -> PacbedLibrary, this process
 _MEMORY_LOCK = threading.Lock()
 
@@ -170,6 +172,28 @@ def _pacbed(path: str):
     if not received.any():
         raise ValueError(f"{path}: no frame was received; nothing to fit")
     return frames[received].sum(axis=0, dtype=np.float64), int(received.sum())
+
+
+def _patterns(measured, lib, fit) -> dict[str, Any]:
+    """The measured pattern and the best library entry as fitted (aligned onto the
+    measured detector, scaled to the same total), binned to at most ``THUMBNAIL`` pixels
+    a side: what a live view of the loop draws from the record."""
+    import numpy as np
+
+    from bluestem.loop.pacbed_fit import warp
+
+    best = warp(lib.patterns[fit.best_index], fit.alignment, measured.shape)
+    best *= measured.sum() / max(float(best.sum()), 1e-300)
+    b = -(-max(measured.shape) // THUMBNAIL)
+
+    def binned(a):
+        h, w = (a.shape[0] // b) * b, (a.shape[1] // b) * b
+        return a[:h, :w].reshape(h // b, b, w // b, b).sum(axis=(1, 3))
+
+    return {"measured": np.rint(binned(measured)).astype(np.int64).tolist(),
+            "best": np.round(binned(best), 1).tolist(), "binning": b,
+            "best_thickness": float(lib.thicknesses[fit.best_index]),
+            "units": "counts per (binned) pixel"}  # fmt: skip
 
 
 def _threaded(fn) -> MsgGenerator[Any]:
@@ -328,9 +352,10 @@ def pacbed_thickness(
                 lib.thicknesses,
                 slice_thickness=float(lib.record.get("slice_thickness", 0.0)),
             )
-            return measured, frames, lib, cache, fit, time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            return measured, frames, lib, cache, fit, seconds, _patterns(measured, lib, fit)
 
-        measured, frames, lib, cache, fit, seconds = yield from _threaded(analyse)
+        measured, frames, lib, cache, fit, seconds, patterns = yield from _threaded(analyse)
         apx = angle_per_pixel(detector.pixel_size, detector.camera_length, detector.binning)
         return uid, {
             "method": "PACBED library fit (LeBeau et al. 2010)",
@@ -342,6 +367,7 @@ def pacbed_thickness(
             "uncertainties": {"thickness": fit.uncertainty},
             "fit": fit.to_json(),
             "alignment": fit.alignment.to_json(),
+            "patterns": patterns,
         }  # fmt: skip
 
     settings = {"mic_high_tension": mic.high_tension,

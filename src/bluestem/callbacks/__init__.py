@@ -6,6 +6,7 @@ from bluestem.callbacks.catalog_writer import ResilientTiledWriter
 from bluestem.callbacks.derived_run import derived_run_documents
 from bluestem.callbacks.live_images import LiveImages, save_image_pngs
 from bluestem.callbacks.live_reduction import LiveReduction
+from bluestem.callbacks.loop_view import LoopView
 from bluestem.callbacks.progress import ProgressBar
 from bluestem.journal import (
     DocumentJournal,
@@ -23,6 +24,7 @@ __all__ = [
     "JournaledRun",
     "LiveImages",
     "LiveReduction",
+    "LoopView",
     "ProgressBar",
     "ResilientTiledWriter",
     "derived_run_documents",

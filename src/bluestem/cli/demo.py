@@ -6,7 +6,8 @@ build_session`) from an in-memory inventory; runs a fly ``raster`` with the prog
 reduces the frames live while they stream to disk (bright field, annular dark field,
 centre of mass, iDPC: a derived run in the catalogue) and writes the live images as PNGs;
 verifies the raw file; prints how to read both runs from the catalogue; stops what it
-started, by PID.
+started, by PID. ``--loop`` runs the closed-loop experiments instead
+(:mod:`bluestem.cli._demo_loop`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def add_parser(subparsers) -> None:
         "--paced", action="store_true",
         help="pace frames at the dwell time (default: as fast as the frame path)",
     )  # fmt: skip
+    from bluestem.cli._demo_loop import add_arguments
+
+    add_arguments(parser)  # --loop: the closed-loop experiments instead of the raster
     parser.set_defaults(func=run)
 
 
@@ -62,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     if args.catalog and not args.api_key:
         print("--catalog needs --api-key", file=sys.stderr)
         return 2
+    if args.loop:
+        from bluestem.cli._demo_loop import run_loop
+
+        return run_loop(args)
     ny, nx = args.shape
     out = Path(args.out).resolve()
     raw = out / "raw"

@@ -102,6 +102,16 @@ def _measured(analysis: dict) -> str:
     return " ".join(parts) or "-"
 
 
+def _brief(value, most: int = 6):
+    """``value`` for a header line: a list longer than ``most`` as its ends and length
+    (a library of 297 thicknesses must not fill the screen; the record keeps them all)."""
+    if isinstance(value, dict):
+        return {k: _brief(v, most) for k, v in value.items()}
+    if isinstance(value, list) and len(value) > most:
+        return [*value[:2], f"... {len(value)} values ...", value[-1]]
+    return value
+
+
 def format_loop(record) -> list[str]:
     """The lines ``bluestem loop show`` prints for a :class:`~bluestem.loop.LoopRecord`."""
     info, stop = record.info, record.stop or {}
@@ -111,8 +121,8 @@ def format_loop(record) -> list[str]:
     lines = [
         f"closed loop {record.uid}: {status}" + (f" ({stop['reason']})" if stop.get("reason")
                                                   else ""),
-        f"  agent:    {agent.get('class', '?')} {json.dumps(agent.get('parameters', {}))}",
-        f"  goal:     {json.dumps(info.get('goal'))}",
+        f"  agent:    {agent.get('class', '?')} {json.dumps(_brief(agent.get('parameters', {})))}",
+        f"  goal:     {json.dumps(_brief(info.get('goal')))}",
         f"  budget:   {info.get('budget', {}).get('max_iterations', '?')} iteration(s); "
         f"settings {', '.join(info.get('settings', []))}; started {when}",
         "",

@@ -36,6 +36,9 @@ class Session:
         Reduces every run whose start document has a reduction spec; its derived runs
         go to the journal and the catalogue.
     images : LiveImages or None
+    loop_view : LoopView or None
+        Closed loops' progress lines (with ``progress:``) and figures of their estimate
+        (when live images are on: ``live.images``; PNGs in ``live.out_dir``).
     summary : RunSummary or None
         Prints, after each run, its uid, file, derived run and how to read them.
     config : SessionConfig
@@ -50,6 +53,7 @@ class Session:
     progress: Any = None
     live: Any = None
     images: Any = None
+    loop_view: Any = None
     summary: Any = None
     config: SessionConfig | None = None
 
@@ -191,7 +195,7 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
     ``kickoff``), and subscribes, in this order, the
     document journal, the resilient catalogue writer, the progress bar, the live
     reduction (its kernels compiled first, for the detectors' frame types) and the live
-    images (``live:``) and the run summary. The RunEngine is
+    images (``live:``), the closed loops' view and the run summary. The RunEngine is
     :class:`bluestem.session.engine.RunEngine` (a reason on every run that is not a
     success) and the baseline is :class:`bluestem.session.baseline.Baseline`.
 
@@ -253,6 +257,7 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
         session.progress = ProgressBar()  # dropped frames from the monitor stream's events
         session.callbacks["progress"] = RE.subscribe(session.progress)
     _subscribe_live(session, cfg.live)
+    _subscribe_loop_view(session, cfg)
     _subscribe_summary(session, cfg)
     return session
 
@@ -295,13 +300,37 @@ def _subscribe_live(session: Session, live: Mapping[str, Any]) -> None:
     # Compile the kernels for the detectors' frame types now, not during the first scan.
     session.live.warm_up(_frame_dtypes(session.devices))
     session.callbacks["live"] = session.RE.subscribe(session.live)
-    images, out_dir = live["images"], live["out_dir"]
-    if images == "auto":
-        import matplotlib
-
-        interactive = matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps")
-        images = interactive or out_dir is not None
-    if images:
+    out_dir = live["out_dir"]
+    if _images_wanted(live):
         headless = out_dir is not None
         session.images = LiveImages(session.live, headless=headless, out_dir=out_dir)
         session.callbacks["images"] = session.RE.subscribe(session.images)
+
+
+def _interactive() -> bool:
+    import matplotlib
+
+    return matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps")
+
+
+def _images_wanted(live: Mapping[str, Any]) -> bool:
+    """``live.images``, with ``auto`` resolved: a GUI backend or an ``out_dir``."""
+    images = live["images"]
+    if images == "auto":
+        images = _interactive() or live["out_dir"] is not None
+    return bool(images)
+
+
+def _subscribe_loop_view(session: Session, cfg: SessionConfig) -> None:
+    """The closed loops' view: its lines follow ``progress:``, its figures the live
+    images (``live.images``, PNGs in ``live.out_dir``); every other run passes by."""
+    out_dir = cfg.live["out_dir"]
+    # A figure needs somewhere to go: a window, or PNGs in out_dir.
+    figures = _images_wanted(cfg.live) and (out_dir is not None or _interactive())
+    if not (cfg.progress or figures):
+        return
+    from bluestem.callbacks import LoopView
+
+    session.loop_view = LoopView(progress=cfg.progress, figures=figures, out_dir=out_dir,
+                                 headless=out_dir is not None)  # fmt: skip
+    session.callbacks["loop"] = session.RE.subscribe(session.loop_view)
