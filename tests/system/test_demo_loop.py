@@ -102,10 +102,11 @@ def test_hidden_states_drawn_from_a_seed_stay_in_range():
         assert 8e-9 <= pacbed.hidden(random.Random(seed))["thickness"] <= 40e-9
         h = survey.hidden(random.Random(seed))
         args = survey.ioc_args(h)
-        vy, vx = parse_drift(args[args.index("--drift") + 1])
+        (drift,) = [a for a in args if a.startswith("--drift=")]
+        vy, vx = parse_drift(drift.split("=", 1)[1])
         assert (vy, vx) == pytest.approx((h["drift"][0] * 1e-9, h["drift"][1] * 1e-9))
         assert max(abs(vy), abs(vx)) <= 0.3e-9
         first = args.index("--specimen-param") + 1
-        spec = parse_specimen_parameters("nanoparticles", args[first : args.index("--drift")])
+        spec = parse_specimen_parameters("nanoparticles", args[first : args.index(drift)])
         assert spec["seed"] == h["seed"] and spec["radius"] == (1.5e-9, 3e-9)
     assert autofocus.hidden(None) == {"C1": 120e-9, "A1": 30e-9, "A1_angle_deg": 40.0}

@@ -66,7 +66,7 @@ def test_session_has_devices_callbacks_and_metadata(session):
 
     assert isinstance(session.mic, Microscope) and session.devices["mic"] is session.mic
     assert isinstance(session.det, PixelatedDetector)
-    assert list(session.callbacks) == ["journal", "writer", "progress", "live", "summary"]
+    assert list(session.callbacks) == ["journal", "writer", "progress", "live", "loop", "summary"]
     assert session.RE.md["sample"] == "SrTiO3" and session.RE.md["operator"] == "ada"
     assert session.catalog is not None
     ns = session.namespace()

@@ -41,7 +41,7 @@ def test_session_unconnected_builds_everything(tmp_path, ca_env):
     try:
         assert s.mic is s.devices["mic"] and s.det.root_path.get() == str(tmp_path)
         assert s.RE.md["sample"] == "Au"
-        assert list(s.callbacks) == ["journal", "progress", "live", "summary"]
+        assert list(s.callbacks) == ["journal", "progress", "live", "loop", "summary"]
         # No catalogue: derived runs go to the journal (and the after-run summary).
         assert s.live.sinks == [s.journal, s.summary]
         assert str(s.journal.path_for({"uid": "u", "time": 0.0})).startswith(

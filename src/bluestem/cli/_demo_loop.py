@@ -185,8 +185,9 @@ def _survey_specimen(h: dict) -> dict:
 def _survey_ioc(h: dict) -> list[str]:
     params = [f"{k}={','.join(map(repr, v)) if isinstance(v, tuple) else repr(v)}"
               for k, v in _survey_specimen(h).items()]  # fmt: skip
+    # "--drift=…": a value starting "-0.1,…" would be read as an option
     return ["--specimen", "nanoparticles", "--specimen-param", *params,
-            "--drift", ",".join(map(str, h["drift"]))]  # fmt: skip
+            "--drift=" + ",".join(map(str, h["drift"]))]  # fmt: skip
 
 
 def _survey_plan(session, out: Path):
