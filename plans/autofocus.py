@@ -25,9 +25,9 @@ from bluesky.utils import MsgGenerator
 
 from bluestem.loop import Agent, LoopResult
 
-from .loop import closed_loop, run_documents
+from .loop import closed_loop, raw_file, run_documents
 from .raster import raster
-from .validation import check_dwell, check_number, check_shape
+from .validation import check_device, check_dwell, check_number, check_shape
 
 __all__ = ["ParallaxFocusAgent", "a1_correction", "autofocus", "electron_wavelength"]
 
@@ -142,21 +142,6 @@ class ParallaxFocusAgent(Agent):
 
 def _within(report: Mapping) -> bool:
     return bool(report.get("within_tolerance"))
-
-
-def _check_device(name: str, device: Any, attrs: Sequence[str]) -> None:
-    missing = [a for a in attrs if not hasattr(device, a)]
-    if device is None or missing:
-        raise ValueError(f"{name}={device!r}: allowed a device with {list(attrs)} "
-                         f"(missing {missing})")  # fmt: skip
-
-
-def _raw_path(docs: list[tuple[str, dict]]) -> str:
-    uris = {d["uri"] for n, d in docs if n == "stream_resource"}
-    if len(uris) != 1:
-        raise ValueError(f"the raster's run names {len(uris)} raw files; expected one")
-    uri = uris.pop()
-    return uri.split("file://localhost", 1)[-1] if uri.startswith("file://") else uri
 
 
 def _measure(
@@ -282,9 +267,9 @@ def autofocus(
     ValueError
         A bad argument, before any message.
     """
-    _check_device("det", det, ("hdf", "cam"))
-    _check_device("scan", scan, ("geometry",))
-    _check_device("mic", mic, ("defocus", "astigmatism", "astigmatism_angle"))
+    check_device("det", det, ("hdf", "cam"))
+    check_device("scan", scan, ("geometry",))
+    check_device("mic", mic, ("defocus", "astigmatism", "astigmatism_angle"))
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method={method!r}: allowed {' or '.join(map(repr, METHODS))}")
     if lattice is not None:
@@ -327,7 +312,7 @@ def autofocus(
         if offset:
             yield from bps.mv(mic.defocus, nominal)
         docs = runs[uid]
-        return uid, _measure(_raw_path(docs), docs[0][1], nominal, method, lattice)
+        return uid, _measure(raw_file(docs), docs[0][1], nominal, method, lattice)
 
     how = {"parallax": "BF parallax", "overlap": "double-disc overlap phase"}[method]
     return (yield from closed_loop(

@@ -61,13 +61,13 @@ from bluestem.loop._overlap import (
     refine_peak,
     search_peaks,
 )
-from bluestem.loop.parallax_model import shift_matrix
+from bluestem.loop.parallax_model import AberrationEstimate, shift_matrix
 
 __all__ = ["OverlapFit", "fit_overlap", "overlap_phase"]
 
 
 @dataclass
-class OverlapFit:
+class OverlapFit(AberrationEstimate):
     """Aberrations fitted to the double-disc overlap phase (m, rad; twin convention).
 
     Attributes
@@ -119,16 +119,6 @@ class OverlapFit:
     converged: bool
     coarse: dict[str, Any] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """The fitted M of the acquisition (``c1_offset`` included), x-y order, m/rad."""
-        return shift_matrix(self.c1 + self.c1_offset, self.a1, self.a1_angle)
-
-    @property
-    def a1_vector(self) -> np.ndarray:
-        """(A1 cos 2φ_A1, A1 sin 2φ_A1), m: corrections of A1 add as vectors."""
-        return self.a1 * np.array([math.cos(2 * self.a1_angle), math.sin(2 * self.a1_angle)])
 
     def summary(self) -> dict[str, Any]:
         """The scalars and parameters (JSON-able), for a document or the loop record."""

@@ -71,7 +71,13 @@ from bluestem.loop._xcorr import (
     register_round,
     tcbf_power,
 )
-from bluestem.loop.parallax_model import _model, _robust_fit, fit_shift_matrix, shift_matrix
+from bluestem.loop.parallax_model import (
+    AberrationEstimate,
+    _model,
+    _robust_fit,
+    fit_shift_matrix,
+    shift_matrix,
+)
 
 __all__ = [
     "BrightFieldBins",
@@ -85,7 +91,7 @@ __all__ = [
 
 
 @dataclass
-class ParallaxFit:
+class ParallaxFit(AberrationEstimate):
     """Aberrations fitted to the BF parallax (lengths m, angles rad, twin convention).
 
     Attributes
@@ -160,16 +166,6 @@ class ParallaxFit:
     converged: bool
     sweep: dict[str, Any] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """The fitted M of the acquisition (``c1_offset`` included), x-y order, m/rad."""
-        return shift_matrix(self.c1 + self.c1_offset, self.a1, self.a1_angle)
-
-    @property
-    def a1_vector(self) -> np.ndarray:
-        """(A1 cos 2φ_A1, A1 sin 2φ_A1), m: corrections of A1 add as vectors."""
-        return self.a1 * np.array([math.cos(2 * self.a1_angle), math.sin(2 * self.a1_angle)])
 
     def summary(self) -> dict[str, Any]:
         """The scalars and parameters (JSON-able), for a document or the loop record."""

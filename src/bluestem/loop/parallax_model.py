@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-__all__ = ["fit_shift_matrix", "shift_matrix"]
+__all__ = ["AberrationEstimate", "fit_shift_matrix", "shift_matrix"]
 
 
 def shift_matrix(c1: float, a1: float = 0.0, a1_angle: float = 0.0) -> np.ndarray:
@@ -100,3 +100,24 @@ def _robust_fit(theta, disp, weights, c3):
             break
         weights = np.where(reject, 0.0, weights)
     return params, cov, res, weights
+
+
+class AberrationEstimate:
+    """What every C1/A1 fit derives from its fields ``c1``, ``c1_offset``, ``a1`` and
+    ``a1_angle`` (mixed into :class:`~bluestem.loop.parallax.ParallaxFit` and
+    :class:`~bluestem.loop.overlap.OverlapFit`)."""
+
+    c1: float
+    c1_offset: float
+    a1: float
+    a1_angle: float
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The fitted M of the acquisition (``c1_offset`` included), x-y order, m/rad."""
+        return shift_matrix(self.c1 + self.c1_offset, self.a1, self.a1_angle)
+
+    @property
+    def a1_vector(self) -> np.ndarray:
+        """(A1 cos 2φ_A1, A1 sin 2φ_A1), m: corrections of A1 add as vectors."""
+        return self.a1 * np.array([math.cos(2 * self.a1_angle), math.sin(2 * self.a1_angle)])
