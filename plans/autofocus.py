@@ -188,6 +188,14 @@ def _measure(
         fit = fit_parallax(data, **args)
         name = "BF parallax (tcBF) fit of C1, A1"
     summary = fit.summary()
+    extra = {}
+    if method != "overlap":  # the bins' shifts: what the loop view draws as a quiver
+        extra["parallax"] = {
+            "theta": np.asarray(fit.theta, float).tolist(),
+            "shifts": np.asarray(fit.shifts, float).tolist(),
+            "model_shifts": np.asarray(fit.model_shifts, float).tolist(),
+            "weights": np.asarray(fit.weights, float).tolist(),
+        }
     return {
         "method": name,
         "parameters": {"file": path, "method": method, **args, "step": list(step)},
@@ -199,6 +207,7 @@ def _measure(
         "explained": fit.explained,
         "fit": summary,
         "acquired_at": {k: mic.get(k) for k in ACQUIRED_AT},
+        **extra,
     }
 
 

@@ -11,6 +11,7 @@ import math
 import secrets
 import time
 
+import numpy as np
 import pytest
 from sessions import inventory, set_frame
 
@@ -156,6 +157,8 @@ def test_every_iteration_is_in_the_catalogue(focused, catalog):
         assert analysis["parameters"]["c3"] == pytest.approx(1.2e-3)  # MIC:Cs_RBV
         assert set(row.readback) == {"mic_defocus", "mic_astigmatism",
                                      "mic_astigmatism_angle"}  # fmt: skip
+    for row in rows:
+        _check_parallax_bins(row.analysis)
     for before, after in itertools.pairwise(rows):
         # each correction is minus the previous fit
         assert after.readback["mic_defocus"] == pytest.approx(
@@ -168,3 +171,25 @@ def test_every_iteration_is_in_the_catalogue(focused, catalog):
     for uid in linked:
         assert client[uid].metadata["start"]["plan_name"] == "raster"
         assert client[uid].metadata["stop"]["exit_status"] == "success"
+
+
+def _check_parallax_bins(analysis) -> None:
+    """The stored bins' shifts are the parallax of the fitted defocus: an independent
+    least-squares fit of d = −(M θ + t) − C3 |θ|² θ (d = −∇χ: the image moves against
+    the probe's tilt) to them gives tr(M)/2 = C1 (+ the offset)."""
+    par = analysis["parallax"]
+    theta = np.asarray(par["theta"], float)  # (θy, θx), rad
+    shifts = np.asarray(par["shifts"], float)  # scan px (dy, dx)
+    w = np.asarray(par["weights"], float)
+    assert theta.ndim == 2 and theta.shape[1] == 2 and len(theta) >= 6
+    assert shifts.shape == theta.shape == np.asarray(par["model_shifts"]).shape
+    assert w.shape == (len(theta),) and np.all(w >= 0) and w.sum() > 0
+    params = analysis["parameters"]
+    assert params["rotation"] == 0.0  # the twin's scan is not rotated
+    d = shifts * np.asarray(params["step"], float)  # m
+    d += params["c3"] * np.sum(theta**2, axis=1)[:, None] * theta
+    design = np.column_stack([theta, np.ones(len(theta))]) * np.sqrt(w)[:, None]
+    m, *_ = np.linalg.lstsq(design, d * np.sqrt(w)[:, None], rcond=None)
+    c1_total = -0.5 * (m[0, 0] + m[1, 1])
+    expected = analysis["values"]["c1"] + params["c1_offset"]
+    assert c1_total == pytest.approx(expected, abs=2e-9, rel=0.05)
