@@ -236,6 +236,8 @@ def _analyse(role, img, start, reference, agent, binning) -> dict[str, Any]:
                            **f.to_dict()})  # fmt: skip
         return {
             "method": "features of the survey image (find_features)",
+            "values": {"features": len(listed)},
+            "units": {"features": ""},
             "features": listed,
             "image_shape": list(shape),
             "step_nm": list(step),
@@ -245,6 +247,8 @@ def _analyse(role, img, start, reference, agent, binning) -> dict[str, Any]:
         (dy, dx), peak = measure_shift(ref, np.where(np.isfinite(img), img, np.nanmedian(img)))
         drift = shift_to_scan(dy, dx, step, rotation)
         return {"method": "drift: cross-correlation with the survey image, binned",
+                "values": {"drift_y": drift[0] * 1e-9, "drift_x": drift[1] * 1e-9},
+                "units": {"drift_y": "m", "drift_x": "m"},
                 "drift_nm": list(drift), "shift_px": [dy, dx], "peak": peak,
                 "reliable": bool(peak >= MIN_PEAK)}  # fmt: skip
     found = find_features(img, sigma=sigma, edge=0, split=False)
@@ -257,5 +261,8 @@ def _analyse(role, img, start, reference, agent, binning) -> dict[str, Any]:
     out: dict[str, Any] = {"method": "centring: the fine image's feature nearest its centre",
                            "target": target, "found": best is not None}  # fmt: skip
     if best is not None:
-        out.update(centring_nm=[best[0], best[1]], centring_error_nm=math.hypot(*best[:2]))
+        error = math.hypot(*best[:2])
+        out.update(centring_nm=[best[0], best[1]], centring_error_nm=error,
+                   values={"centring_error": error * 1e-9},
+                   units={"centring_error": "m"})  # fmt: skip
     return out

@@ -155,6 +155,42 @@ def test_the_pacbed_record_gets_its_fit_and_patterns(tmp_path):
     assert "thickness=20.1±0.1 nm" in view.lines[1] and "1/3" in view.lines[1]
 
 
+def survey_measurement(i: int) -> dict:
+    features = [{"y_nm": -5.0, "x_nm": 8.0, "radius_nm": 2.0},
+                {"y_nm": 6.0, "x_nm": -4.0, "radius_nm": 1.5}]  # fmt: skip
+    if i == 0:
+        return {"method": "features", "role": "survey", "features": features,
+                "values": {"features": 2}, "units": {"features": ""},
+                "image_shape": [40, 40], "step_nm": [1.0, 1.0]}  # fmt: skip
+    if i == 1:
+        return {"method": "drift", "role": "track", "drift_nm": [0.3, -0.2],
+                "values": {"drift_y": 0.3e-9, "drift_x": -0.2e-9},
+                "units": {"drift_y": "m", "drift_x": "m"}}  # fmt: skip
+    return {"method": "centring", "role": "fine", "target": features[0], "found": True,
+            "centring_nm": [0.1, -0.05], "values": {"centring_error": 0.11e-9},
+            "units": {"centring_error": "m"}}  # fmt: skip
+
+
+def test_the_survey_record_gets_a_map_from_every_iteration(tmp_path):
+    view = LoopView(out_dir=tmp_path, headless=True, stream=io.StringIO(), dpi=DPI)
+    uid, docs = loop_stream(survey_measurement, 3, goal={"adaptive_survey": "fine scans"})
+    feed(view, docs)
+    assert view.error is None
+    record = view.records[uid]
+    names = [n for n, _ in panels(record)]
+    assert names[-1] == "survey map" and "value centring_error" in names
+    for i in range(3):  # the survey's own iteration has a figure too
+        assert png_size(tmp_path / f"loop-{uid[:8]}-it{i:02d}.png")[0] > 0
+    assert "features=2" in view.lines[0] + view.lines[1]
+    fig = loop_figure(record)
+    ax = fig.axes[names.index("survey map")]
+    centres = sorted(tuple(map(float, p.center)) for p in ax.patches)
+    assert centres == [(-4.0, 6.0), (8.0, -5.0)]  # (x, y) of the features
+    (line,) = ax.get_lines()  # the fine scan's particle: target + centring
+    assert (float(line.get_xdata()[0]), float(line.get_ydata()[0])) == pytest.approx((7.95, -4.9))
+    assert ax.get_xlim() == (-20.0, 20.0) and ax.get_ylim() == (20.0, -20.0)
+
+
 def test_other_runs_are_ignored(tmp_path):
     view = LoopView(out_dir=tmp_path, headless=True, stream=io.StringIO())
     run = event_model.compose_run(metadata={"plan_name": "raster", "scan": {"shape": [2, 2]}})

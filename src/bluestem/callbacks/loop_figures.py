@@ -19,6 +19,9 @@ Panels, in order, each present only when the record holds what it needs:
   of every library entry, the fitted thickness ± σ marked;
 - **PACBED patterns** (``patterns.measured`` and ``patterns.best``): the measured
   pattern beside the best library entry as fitted (aligned, same total).
+- **survey map** (a measurement with a ``features`` list: the adaptive survey): the
+  features found in the survey, numbered, and where each fine scan found its particle
+  (its ``target`` plus its ``centring_nm``), in the survey's frame.
 
 Figures are pyplot-free (:class:`matplotlib.figure.Figure`) unless one is passed in.
 """
@@ -210,6 +213,31 @@ def _pattern(which: str) -> Callable:
     return draw
 
 
+def _survey_map(ax, record, latest) -> None:
+    from matplotlib.patches import Circle
+
+    rows = record.iterations
+    survey = next(r for r in rows if isinstance(r.analysis.get("features"), list))
+    for i, f in enumerate(survey.analysis["features"]):
+        ax.add_patch(Circle((float(f["x_nm"]), float(f["y_nm"])), float(f.get("radius_nm", 1.0)),
+                            fill=False, color="C0", alpha=0.8))  # fmt: skip
+        ax.annotate(str(i + 1), (float(f["x_nm"]), float(f["y_nm"])), fontsize="x-small",
+                    color="C0", ha="center", va="center")  # fmt: skip
+    shape, step = survey.analysis.get("image_shape"), survey.analysis.get("step_nm")
+    if shape and step:  # the survey's field, centred on its scan centre
+        h, w = float(shape[0]) * float(step[0]) / 2, float(shape[1]) * float(step[1]) / 2
+        ax.set(xlim=(-w, w), ylim=(h, -h))
+    # Where each fine scan found its particle, in the survey's frame: target + centring.
+    for r in rows:
+        target, centre = r.analysis.get("target") or {}, r.analysis.get("centring_nm")
+        if _has(target, "y_nm", "x_nm") and centre:
+            y = float(target["y_nm"]) + float(centre[0])
+            x = float(target["x_nm"]) + float(centre[1])
+            ax.plot([x], [y], marker="x", color="C3", ms=8)
+    ax.set(title=f"survey: features (blue), fine scans' particles (red x), it. "
+           f"{latest.iteration}", xlabel="x (nm)", ylabel="y (nm)", aspect="equal")  # fmt: skip
+
+
 def _has(mapping: Any, *keys: str) -> bool:
     return isinstance(mapping, Mapping) and all(mapping.get(k) is not None for k in keys)
 
@@ -230,6 +258,8 @@ def panels(record) -> list[tuple[str, Callable]]:
         found.append(("parallax", _parallax))
     if _has(analysis.get("fit"), "library_thicknesses", "reduced_chi2"):
         found.append(("pacbed fit", _pacbed_fit))
+    if any(isinstance(r.analysis.get("features"), list) for r in record.iterations):
+        found.append(("survey map", _survey_map))
     if _has(analysis.get("patterns"), "measured", "best"):
         found += [("pacbed measured", _pattern("measured")), ("pacbed best", _pattern("best"))]
     return found
