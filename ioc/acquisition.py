@@ -195,6 +195,7 @@ class AcquisitionEngine:
         self._blank = threading.Event()
         self._hold = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stream: Any = None  # a FrameStream that ``prepare`` returned
 
     # -- control (any thread) -------------------------------------------------------
     def start(self) -> None:
@@ -207,11 +208,13 @@ class AcquisitionEngine:
     def stop(self) -> None:
         """End early: pending late frames are delivered, the sink is closed normally."""
         self._stop.set()
+        if self._stream is not None:
+            self._stream.stop()
 
     def abort(self) -> None:
         """End early: pending frames are discarded, the sink is aborted."""
         self._abort.set()
-        self._stop.set()
+        self.stop()
 
     def pause(self) -> None:
         """Hold at the next row boundary (the frames of finished rows are all delivered);
@@ -256,10 +259,16 @@ class AcquisitionEngine:
         lower_thread_priority()
         final = EngineState.DONE
         try:
-            if self.prepare is not None:
-                self.render = self.prepare()
-            with ThreadPoolExecutor(self.render_threads, "bluestem-render") as pool:
-                self._produce(pool)
+            prepared = self.prepare() if self.prepare is not None else self.render
+            if hasattr(prepared, "blocks"):  # a FrameStream: it paces itself
+                self._stream = prepared
+                if self._stop.is_set():  # stopped while it was being prepared
+                    prepared.stop()
+                self._consume(prepared)
+            else:
+                self.render = prepared
+                with ThreadPoolExecutor(self.render_threads, "bluestem-render") as pool:
+                    self._produce(pool)
             if self._abort.is_set():
                 final = EngineState.ABORTED
             else:
@@ -318,6 +327,24 @@ class AcquisitionEngine:
             self._deliver(first, count, frames, skip, due)
             self._flush_late(wait=False)
             first += count
+
+    def _consume(self, stream) -> None:
+        """Submit a stream's blocks as they come; an index it skipped counts as dropped."""
+        n = self.schedule.n_frames
+        for block in stream.blocks():
+            if self._abort.is_set():
+                return
+            first, count = int(block.first), len(block.frames)
+            if first < 0 or first + count > n:
+                raise ValueError(f"the source delivered frames {first}..{first + count - 1}, "
+                                 f"outside the acquisition's 0..{n - 1}")  # fmt: skip
+            if self.sink is not None and count:
+                self.sink.submit(first, block.frames)
+            with self._lock:
+                c = self._c
+                c.produced = max(c.produced, first + count)
+                c.submitted += count
+                c.dropped = c.produced - c.submitted
 
     def _held(self) -> float:
         """Wait while held (or until stopped); the seconds spent waiting."""

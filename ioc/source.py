@@ -13,16 +13,49 @@ replayed from a file) implements :meth:`FrameSource.recipe` and is passed to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["FrameRecipe", "FrameSource", "Readback", "Render"]
+__all__ = ["FrameBlock", "FrameRecipe", "FrameSource", "FrameStream", "Readback", "Render"]
 
 #: ``render(first, count) -> (count, ky, kx)`` frames of flat indices first .. first+count-1.
 Render = Callable[[int, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class FrameBlock:
+    """Frames a :class:`FrameStream` delivered: flat indices ``first .. first + len - 1``.
+
+    A source that skips a frame (a detector's frame numbers jump) ends the block before
+    the gap and starts the next after it: the skipped index is never filled, so it stays
+    missing in the file's ``received`` map and counts as dropped (never shifted).
+    """
+
+    first: int
+    frames: np.ndarray  # (count, ky, kx)
+
+
+class FrameStream(Protocol):
+    """Frames pushed at the source's own pace (a detector over TCP): the alternative to
+    a :data:`Render` that :attr:`FrameRecipe.prepare` may return.
+
+    The engine iterates :meth:`blocks` in its thread and submits each block as it comes;
+    the acquisition ends when the iterator does (every frame read out) or raises (the
+    error fails the acquisition; the blocks before it stay in the file). :meth:`stop`
+    is called from any thread to end early; the iterator then ends after the frames the
+    detector had already read out.
+    """
+
+    def blocks(self) -> Iterator[FrameBlock]:
+        """The frames, block by block, in the order they arrive."""
+        ...
+
+    def stop(self) -> None:
+        """End the acquisition early (thread-safe, idempotent)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -106,9 +139,11 @@ class FrameRecipe:
     Attributes
     ----------
     prepare : callable
-        ``prepare() -> render`` (:data:`Render`): called once, in the engine's thread
-        (it may take seconds: building a model, connecting to a detector), never on the
-        asyncio loop. ``render`` must be thread-safe for different ranges.
+        ``prepare() -> render`` (:data:`Render`) or a :class:`FrameStream`: called once,
+        in the engine's thread (it may take seconds: building a model, connecting to a
+        detector), never on the asyncio loop. ``render`` must be thread-safe for
+        different ranges; the engine paces it. A stream paces itself: the engine only
+        submits its blocks (``dropped``, ``late`` and the beam blank do not apply).
     dropped : frozenset of int
         Flat indices the detector never delivers.
     late : mapping of int to float
@@ -123,7 +158,7 @@ class FrameRecipe:
         file: ``""``); it must be quick. Default: nothing.
     """
 
-    prepare: Callable[[], Render]
+    prepare: Callable[[], Render | FrameStream]
     dropped: frozenset[int] = frozenset()
     late: Mapping[int, float] = field(default_factory=dict)
     parameters: Mapping[str, Any] = field(default_factory=dict)

@@ -157,3 +157,79 @@ def test_parallel_render_gives_the_same_frames():
     expected = np.arange(1, 1001)
     expected[7] = 0
     np.testing.assert_array_equal(sink.frames[:, 0, 0], expected)
+
+
+class ListStream:
+    """A FrameStream double: yields the given (first, count) blocks of render()'s
+    frames; ``stop`` ends it after the block in hand; ``fail_after`` raises after that
+    many blocks."""
+
+    def __init__(self, blocks, *, gate: threading.Event | None = None, fail_after=None):
+        self.spans, self.gate, self.fail_after = list(blocks), gate, fail_after
+        self.stopped = threading.Event()
+
+    def blocks(self):
+        from bluestem.ioc.source import FrameBlock
+
+        for i, (first, count) in enumerate(self.spans):
+            if self.fail_after is not None and i == self.fail_after:
+                raise ConnectionError("detector went away after block 2")
+            if self.stopped.is_set():
+                return
+            yield FrameBlock(first, render(first, count))
+            if self.gate is not None:
+                self.gate.wait(10)
+
+    def stop(self):
+        self.stopped.set()
+
+
+def test_a_stream_is_submitted_as_it_comes_and_a_skipped_frame_is_dropped_not_shifted():
+    sink = MemorySink(20)
+    # frames 7 and 8 never arrive (the detector's numbers jump from 7 to 10)
+    stream = ListStream([(0, 5), (5, 2), (9, 11)])
+    snap = run(AcquisitionEngine(None, sink, FrameSchedule(n_frames=20, row_length=5),
+                                 prepare=lambda: stream))  # fmt: skip
+    assert snap.state == "done" and sink.closed
+    assert (snap.produced, snap.submitted, snap.dropped) == (20, 18, 2)
+    assert np.flatnonzero(~sink.received).tolist() == [7, 8]
+    kept = np.flatnonzero(sink.received)
+    # every frame sits at its own index: frame i holds i + 1
+    assert np.array_equal(sink.frames[kept, 0, 0], kept + 1)
+
+
+def test_stopping_a_stream_ends_it_after_the_block_in_hand():
+    gate = threading.Event()
+    stream = ListStream([(0, 4), (4, 4), (8, 4)], gate=gate)
+    sink = MemorySink(12)
+    engine = AcquisitionEngine(None, sink, FrameSchedule(n_frames=12, row_length=4),
+                               prepare=lambda: stream)  # fmt: skip
+    engine.start()
+    assert sink.entered.wait(10)
+    engine.stop()
+    assert stream.stopped.is_set()  # the source was told at once
+    gate.set()
+    assert engine.join(10)
+    snap = engine.snapshot()
+    assert snap.state == "stopped" and sink.closed
+    assert snap.submitted == 4 and sink.received[:4].all() and not sink.received[4:].any()
+
+
+def test_a_stream_that_fails_keeps_what_came_before_and_reports_the_error():
+    sink = MemorySink(12)
+    stream = ListStream([(0, 4), (4, 4), (8, 4)], fail_after=2)
+    snap = run(AcquisitionEngine(None, sink, FrameSchedule(n_frames=12, row_length=4),
+                                 prepare=lambda: stream))  # fmt: skip
+    assert snap.state == "fault" and sink.aborted
+    assert "detector went away" in str(snap.error)
+    assert sink.received[:8].all() and not sink.received[8:].any()
+
+
+def test_a_block_outside_the_acquisition_is_a_fault_naming_it():
+    sink = MemorySink(10)
+    stream = ListStream([(0, 5), (8, 4)])
+    snap = run(AcquisitionEngine(None, sink, FrameSchedule(n_frames=10, row_length=5),
+                                 prepare=lambda: stream))  # fmt: skip
+    assert snap.state == "fault"
+    assert "frames 8..11, outside the acquisition's 0..9" in str(snap.error)
+    assert sink.received[:5].all()
