@@ -23,9 +23,11 @@ __all__ = [
     "BLUESTEM_COMMAND",
     "IocProcess",
     "ManagedProcess",
+    "MerlinSimProcess",
     "ca_environment",
     "free_port",
     "start_ioc",
+    "start_merlin_sim",
 ]
 
 # `python -c` rather than the console script: works from any virtualenv without PATH.
@@ -191,3 +193,50 @@ def _wait_ready(handle: IocProcess, pv: str, timeout: float) -> None:
             return
         time.sleep(0.2)
     raise TimeoutError(f"{pv} did not answer within {timeout} s\n{handle.log()[-4000:]}")
+
+
+@dataclass
+class MerlinSimProcess(ManagedProcess):
+    """A running ``bluestem merlin-sim``: its ports on 127.0.0.1, the process."""
+
+    command_port: int
+    data_port: int
+    process: subprocess.Popen
+    log_path: Path | None = None
+    args: list[str] = field(default_factory=list)
+
+
+def start_merlin_sim(
+    args: Sequence[str] = (),
+    *,
+    log_path: str | os.PathLike | None = None,
+    timeout: float = 60.0,
+) -> MerlinSimProcess:
+    """Start ``bluestem merlin-sim`` on free loopback ports and wait until it listens.
+
+    ``args`` are further options (``--chips``, ``--frames-from``, ``--faults``, ...).
+    """
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bluestem-merlin-") as tmp:
+        ports_file = Path(tmp) / "ports.json"
+        options = ["--host", "127.0.0.1", "--port-base", "0", "--ports-file", str(ports_file)]
+        cmd = [sys.executable, "-P", "-c", BLUESTEM_COMMAND, "merlin-sim", *options, *args]
+        out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        finally:
+            if log_path:
+                out.close()
+        log = Path(log_path) if log_path else None
+        deadline = time.monotonic() + timeout
+        while not ports_file.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                handle = MerlinSimProcess(0, 0, proc, log, cmd)
+                handle.stop()
+                raise RuntimeError(f"merlin-sim did not start (exit {proc.returncode})\n"
+                                   + handle.log()[-4000:])  # fmt: skip
+            time.sleep(0.05)
+        ports = json.loads(ports_file.read_text())
+    return MerlinSimProcess(int(ports["command"]), int(ports["data"]), proc, log, cmd)
