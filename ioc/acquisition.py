@@ -281,8 +281,11 @@ class AcquisitionEngine:
         summary = None
         try:
             if self.sink is not None:
-                failed = final in (EngineState.ABORTED, EngineState.FAULT)
-                summary = self.sink.abort() if failed else self.sink.close()
+                # A fault keeps every frame submitted before it (a detector lost after
+                # frame 19 leaves frames 1..19 in the file); only an abort discards the
+                # frames still queued.
+                aborted = final == EngineState.ABORTED
+                summary = self.sink.abort() if aborted else self.sink.close()
         except BaseException as exc:
             final = EngineState.FAULT
             with self._lock:

@@ -179,6 +179,13 @@ class Camera(SettingsGroup):
         await super().settle(spec, value)
         await self.update_array_info()
 
+    async def fit_sensor(self, ky: int, kx: int) -> None:
+        """A real sensor of ``ky`` × ``kx`` pixels: the maximum and the size read out."""
+        await self.max_size_y.write(ky)
+        await self.max_size_x.write(kx)
+        await self.size_y.write(ky)
+        await self.size_x.write(kx)
+
     async def update_array_info(self) -> None:
         """ArraySizeX/Y_RBV and DataType_RBV from the settings read back."""
         model = self.model()

@@ -11,6 +11,7 @@ submits them, and a 10 Hz hook publishes its counters and finishes the acquisiti
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from .metadata import calibration, file_metadata
 from .microscope import Microscope
 from .scan_generator import ScanGenerator
 from .settings import SettingsGroup, long_string, readback
-from .source import FrameRecipe, FrameSource, Readback
+from .source import FrameRecipe, FrameSource, Readback, StreamRequest
 from .status import StatusBoard
 from .twin_source import TwinSource
 from .validation import InvalidSetting
@@ -63,6 +64,12 @@ class InstrumentConfig:
     hidden: HiddenState = field(default_factory=HiddenState)
     #: the private truth file (``--truth``), "" for none
     truth: str = ""
+    #: (ky, kx) of a real sensor (a Merlin): the detector's size and its maximum
+    sensor: tuple[int, int] | None = None
+
+
+def _no_file(path: str, text: str) -> None:
+    """Where a stream's reserved texts go when no file is open: nowhere."""
 
 
 class Instrument(SettingsGroup):
@@ -277,11 +284,20 @@ class Instrument(SettingsGroup):
             flyback=flyback,
             frame_bytes=fy * fx * self.cam.dtype().itemsize,
         )
+        prepare = recipe.prepare
+        if recipe.stream is not None:  # the source paces the frames: it needs the timing
+            request = StreamRequest(
+                n_frames=n,
+                period=self.cam.period() if internal else self.scan.dwell_time(),
+                exposure=self.cam.exposure() if internal else self.scan.dwell_time(),
+                annotate=writer.fill_text if writer is not None else _no_file,
+            )
+            prepare = functools.partial(recipe.stream, request)
         engine = AcquisitionEngine(
             None,
             writer if records else None,
             schedule,
-            prepare=recipe.prepare if records else None,
+            prepare=prepare if records else None,
             render_threads=RENDER_THREADS,
             dropped=recipe.dropped if records else frozenset(),
             late=dict(recipe.late) if records else None,
@@ -300,6 +316,8 @@ class Instrument(SettingsGroup):
     @status.startup
     async def status(self, instance, async_lib):
         await self.hdf.started(self.config.data_dir)
+        if self.config.sensor is not None:
+            await self.cam.fit_sensor(*self.config.sensor)
         await self.cam.update_array_info()
 
     @status.scan(period=FINISH_POLL)

@@ -19,7 +19,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["FrameBlock", "FrameRecipe", "FrameSource", "FrameStream", "Readback", "Render"]
+__all__ = [
+    "FrameBlock",
+    "FrameRecipe",
+    "FrameSource",
+    "FrameStream",
+    "Readback",
+    "Render",
+    "StreamRequest",
+]
 
 #: ``render(first, count) -> (count, ky, kx)`` frames of flat indices first .. first+count-1.
 Render = Callable[[int, int], np.ndarray]
@@ -36,6 +44,30 @@ class FrameBlock:
 
     first: int
     frames: np.ndarray  # (count, ky, kx)
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """What the instrument asks of a streaming source for one acquisition.
+
+    Attributes
+    ----------
+    n_frames : int
+        Frames (flat indices ``0 .. n_frames - 1``).
+    period : float
+        Seconds per frame (the dwell of a scan, the acquire period of a series).
+    exposure : float
+        Seconds the detector counts per frame.
+    annotate : callable
+        ``annotate(path, text)``: fill a text the recipe reserved in the file
+        (:class:`bluestem.frames.layout.ReservedText` in :attr:`FrameRecipe.metadata`,
+        ``path`` e.g. ``"/metadata/merlin/acquisition_header"``); a no-op without a file.
+    """
+
+    n_frames: int
+    period: float
+    exposure: float
+    annotate: Callable[[str, str], None] = field(default=lambda path, text: None)
 
 
 class FrameStream(Protocol):
@@ -156,6 +188,10 @@ class FrameRecipe:
         ``started(file)``: called by the instrument on the asyncio loop once the
         acquisition really starts (its file ``file`` is open, or frames start without a
         file: ``""``); it must be quick. Default: nothing.
+    stream : callable, optional
+        ``stream(request) -> FrameStream`` (:class:`StreamRequest`): a source that needs
+        the acquisition's length and timing to start (a detector) gives this instead of
+        :attr:`prepare`; the engine calls it in its thread, as it would ``prepare``.
     """
 
     prepare: Callable[[], Render | FrameStream]
@@ -164,6 +200,7 @@ class FrameRecipe:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     started: Callable[[str], None] = field(default=lambda file: None)
+    stream: Callable[[StreamRequest], FrameStream] | None = None
 
 
 class FrameSource(Protocol):

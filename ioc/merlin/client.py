@@ -11,6 +11,7 @@ and reads its frame number with one numba kernel and decodes all its pixels with
 from __future__ import annotations
 
 import socket
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,7 @@ class MerlinControl:
     def __init__(self, host: str, port: int, *, timeout: float = 5.0):
         self.host, self.port, self.timeout = host, int(port), float(timeout)
         self._sock: socket.socket | None = None
+        self._lock = threading.Lock()  # one request and its reply at a time
 
     def connect(self) -> MerlinControl:
         self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
@@ -56,11 +58,12 @@ class MerlinControl:
         self.close()
 
     def _request(self, kind: str, name: str, value=None) -> protocol.Reply:
-        if self._sock is None:
-            self.connect()
-        assert self._sock is not None
-        self._sock.sendall(protocol.encode_command(kind, name, value))
-        reply = protocol.parse_reply(protocol.recv_message(self._sock))
+        with self._lock:
+            if self._sock is None:
+                self.connect()
+            assert self._sock is not None
+            self._sock.sendall(protocol.encode_command(kind, name, value))
+            reply = protocol.parse_reply(protocol.recv_message(self._sock))
         text = f"{kind} {name}" + ("" if value is None else f" {value}")
         if reply.name != name.upper() or reply.kind != kind:
             raise protocol.ProtocolError(f"reply {reply} to {text}: not its reply")
@@ -99,24 +102,28 @@ class MerlinData:
     host, port
         The detector's data port.
     timeout : float
-        Seconds a read may wait for bytes (a detector that stalls longer is a
-        ``TimeoutError``; the caller decides whether that is a fault).
+        Seconds a read waits for a message's first byte before ``TimeoutError`` (the
+        caller decides whether that is a fault, and may wait again).
+    stall : float
+        Seconds of silence inside a message that fail the read (``ConnectionError``).
     block_bytes : int
         Bytes of frame messages read per block.
     """
 
-    def __init__(self, host: str, port: int, *, timeout: float = 5.0,
+    def __init__(self, host: str, port: int, *, timeout: float = 5.0, stall: float = 10.0,
                  block_bytes: int = 8 * 1024**2):  # fmt: skip
         self.host, self.port, self.timeout = host, int(port), float(timeout)
+        self.stall = float(stall)
         self.block_bytes = int(block_bytes)
         self.offset = 0  # stream bytes consumed on this connection
         self._sock: socket.socket | None = None
         self._buf = np.empty(0, np.uint8)
+        self._pending: BaseException | None = None  # an error after the frames returned
 
     def connect(self) -> MerlinData:
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024**2)
-        self._sock, self.offset = sock, 0
+        self._sock, self.offset, self._pending = sock, 0, None
         return self
 
     def close(self) -> None:
@@ -128,45 +135,73 @@ class MerlinData:
     def connected(self) -> bool:
         return self._sock is not None
 
-    def _read_into(self, view: memoryview, *, idle: float | None = None) -> int:
-        """Fill ``view``; the bytes read: fewer when the peer closed, or (``idle`` s)
-        when no byte came for ``idle`` s."""
+    def _read_into(self, view: memoryview, *, idle: float | None = None,
+                   at_start: bool = False) -> int:  # fmt: skip
+        """Fill ``view``; the bytes read: fewer when the peer closed, or, with ``idle``,
+        when no byte came for ``idle`` s.
+
+        Without ``idle`` a silence of ``timeout`` s is a ``TimeoutError`` only when
+        ``at_start`` (a message's first byte) and nothing was read: the stream is then
+        still in step and the caller may wait again. Inside a message the read waits on,
+        up to ``stall`` s, then fails with ``ConnectionError`` (the stream would be out of
+        step: the connection must be made again)."""
         assert self._sock is not None
-        got = 0
+        got, quiet = 0, 0.0
         self._sock.settimeout(idle if idle is not None else self.timeout)
         try:
             while got < len(view):
-                n = self._sock.recv_into(view[got:])
+                try:
+                    n = self._sock.recv_into(view[got:])
+                except TimeoutError:
+                    if idle is not None:
+                        break
+                    if at_start and got == 0:
+                        raise TimeoutError(f"no data for {self.timeout:g} s at stream "
+                                           f"offset {self.offset}") from None  # fmt: skip
+                    quiet += self.timeout
+                    if quiet >= self.stall:
+                        raise ConnectionError(
+                            f"the data stream stalled {quiet:g} s inside a message at "
+                            f"stream offset {self.offset + got}") from None  # fmt: skip
+                    continue
                 if n == 0:
                     break
-                got += n
-        except TimeoutError:
-            if idle is None:
-                raise TimeoutError(f"no data for {self.timeout} s at stream offset "
-                                   f"{self.offset + got}") from None  # fmt: skip
+                got, quiet = got + n, 0.0
         finally:
             self.offset += got
         return got
 
-    def _exactly(self, n: int, what: str) -> bytes:
+    def _exactly(self, n: int, what: str, *, at_start: bool = False) -> bytes:
         buf = bytearray(n)
         start = self.offset
-        if self._read_into(memoryview(buf)) < n:
+        if self._read_into(memoryview(buf), at_start=at_start) < n:
             raise EOFError(f"data connection closed inside {what} at stream offset {start}")
         return bytes(buf)
+
+    def drain(self, idle: float = IDLE) -> int:
+        """Discard what is waiting (frames of a stopped acquisition) until nothing comes
+        for ``idle`` s; the bytes discarded."""
+        scratch, total = memoryview(bytearray(1 << 20)), 0
+        while (got := self._read_into(scratch, idle=idle)) > 0:
+            total += got
+            if got < len(scratch):
+                break
+        return total
 
     def read_acquisition_header(self) -> tuple[str, dict[str, str]]:
         """The next acquisition header: (its text verbatim, parsed)."""
         start = self.offset
-        length = protocol.read_prefix(self._exactly(protocol.PREFIX_BYTES, "a prefix"), start)
+        prefix = self._exactly(protocol.PREFIX_BYTES, "a prefix", at_start=True)
+        length = protocol.read_prefix(prefix, start)
         body = self._exactly(length, "the acquisition header")
         parsed = parse_acquisition_header(body)
         return body.decode("latin-1").rstrip(" \0"), parsed
 
     def read_frames(self, max_frames: int, first_header: FrameHeader | None = None
                     ) -> FrameBatch | None:  # fmt: skip
-        """Up to ``max_frames`` frames (fewer when the connection closes on a message
-        boundary; None when it closed before any).
+        """Up to ``max_frames`` frames (fewer when they pause, or the connection closes on
+        a message boundary; None when it closed before any). A block that ends in a broken
+        or cut-off message returns the whole messages before it; the next call raises.
 
         Raises
         ------
@@ -176,9 +211,12 @@ class MerlinData:
         EOFError
             The connection closed inside a message (a truncated frame), naming the offset.
         """
+        if self._pending is not None:
+            error, self._pending = self._pending, None
+            raise error
         start = self.offset
         try:
-            prefix = self._exactly(protocol.PREFIX_BYTES, "a frame prefix")
+            prefix = self._exactly(protocol.PREFIX_BYTES, "a frame prefix", at_start=True)
         except EOFError:
             if self.offset == start:
                 return None
@@ -207,7 +245,7 @@ class MerlinData:
         if got < message - done:
             raise EOFError(f"data connection closed inside frame {header.number} (stream "
                            f"offset {start}, {done + got} of {message} bytes)")  # fmt: skip
-        count = 1
+        count, error = 1, None
         if n > 1:  # more messages while they keep coming (a pause ends the block)
             got = self._read_into(memoryview(buf[message:]), idle=IDLE)
             count += got // message
@@ -217,14 +255,20 @@ class MerlinData:
                                                       message * (count + 1)]))  # fmt: skip
                 if more < message - part:
                     where = start + count * message
-                    raise EOFError(f"data connection closed inside a frame message at "
-                                   f"stream offset {where} ({part + more} of {message} "
-                                   "bytes)")  # fmt: skip
-                count += 1
+                    error = EOFError(f"data connection closed inside a frame message at "
+                                     f"stream offset {where} ({part + more} of {message} "
+                                     "bytes)")  # fmt: skip
+                else:
+                    count += 1
         numbers, bad, reason = messages.scan_block(buf, count, message, header.header_bytes)
         if bad >= 0:
-            raise protocol.ProtocolError(f"frame message {bad} of a block: {reason}",
-                                         offset=start + bad * message)  # fmt: skip
+            error = protocol.ProtocolError(f"frame message {bad} of a block: {reason}",
+                                           offset=start + bad * message)  # fmt: skip
+            count = bad
+        if count == 0:
+            raise error
+        # The whole messages before a bad one are delivered; the error comes next call.
+        self._pending = error
         out = np.empty((count, *pixels.frame_shape(header.chips)), pixels.output_dtype(depth))
         offsets = protocol.PREFIX_BYTES + header.header_bytes + np.arange(count) * message
         pixels.decode_block(buf, offsets.astype(np.int64), out, depth, raw, header.chips)

@@ -39,25 +39,27 @@ def ca_env() -> Iterator[pytest.MonkeyPatch]:
 
 @pytest.fixture(scope="session")
 def sim_factory(ca_env, tmp_path_factory):
-    """Start extra IOCs: ``sim_factory(*args) -> (IocProcess, CA, data_dir)``."""
+    """Start extra IOCs: ``sim_factory(*args, ioc="sim") -> (IocProcess, CA, data_dir)``
+    (``ioc``: ``bluestem ioc NAME``)."""
     started: list[IocProcess] = []
 
-    def start(*args: str, data_dir: Path | None = None):
+    def start(*args: str, data_dir: Path | None = None, ioc: str = "sim"):
         data = data_dir or tmp_path_factory.mktemp("data")
         log = tmp_path_factory.mktemp("log") / "ioc.log"
         env = ca_environment(repeater_port=int(os.environ["EPICS_CA_REPEATER_PORT"]))
-        ioc = start_ioc(args=["--data-dir", str(data), *args], env=env, log_path=log, timeout=90)
-        started.append(ioc)
+        proc = start_ioc(ioc, args=["--data-dir", str(data), *args], env=env, log_path=log,
+                         timeout=90)  # fmt: skip
+        started.append(proc)
         addresses = os.environ["EPICS_CA_ADDR_LIST"].split()
         ca_env.setenv(
             "EPICS_CA_ADDR_LIST",
             " ".join([*addresses, f"127.0.0.1:{env['EPICS_CA_SERVER_PORT']}"]),
         )
-        return ioc, CA(ioc.prefix), data
+        return proc, CA(proc.prefix), data
 
     yield start
-    for ioc in started:
-        stop_and_check(ioc)
+    for proc in started:
+        stop_and_check(proc)
 
 
 @pytest.fixture(scope="session")

@@ -278,3 +278,35 @@ def test_attributes_metadata_and_dims(tmp_path):
             ("ky", "mrad", 0.5),
             ("kx", "mrad", 0.5),
         ]
+
+
+def test_a_reserved_text_is_filled_during_the_acquisition_and_read_by_a_swmr_reader(tmp_path):
+    from bluestem.frames.layout import ReservedText, reserved_text
+
+    path = tmp_path / "reserved.h5"
+    header = "HDR,\tCounter Depth (number):\t12\nEnd\t"
+    data = stack()
+    w = writer(path, metadata={"merlin": {"host": "det1", "acquisition_header":
+                                          ReservedText(64)}})  # fmt: skip
+    with w:
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            assert reserved_text(f["metadata/merlin/acquisition_header"]) == ""  # unfilled
+        w.submit(0, data[0])
+        w.fill_text("/metadata/merlin/acquisition_header", header)
+        for y in range(1, SCAN[0]):
+            w.submit(y * SCAN[1], data[y])
+    with h5py.File(path, "r") as f:
+        assert reserved_text(f["metadata/merlin/acquisition_header"]) == header
+        assert f["metadata/merlin"].attrs["host"] == "det1"
+    np.testing.assert_array_equal(read(path), data)
+    assert verify_file(path).ok
+
+
+def test_a_text_longer_than_its_reservation_is_cut_and_says_so(tmp_path):
+    from bluestem.frames.layout import ReservedText, reserved_text
+
+    path = tmp_path / "cut.h5"
+    with writer(path, metadata={"m": {"t": ReservedText(16)}}) as w:
+        w.fill_text("/metadata/m/t", "x" * 40)
+    with h5py.File(path, "r") as f:
+        assert reserved_text(f["metadata/m/t"]) == "x" * 11 + "[cut]"

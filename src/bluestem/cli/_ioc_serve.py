@@ -13,7 +13,7 @@ import signal
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 
-__all__ = ["SEARCH_TIMEOUT", "find_server", "prepare_data_dir", "serve"]
+__all__ = ["SEARCH_TIMEOUT", "find_server", "prepare_data_dir", "serve", "serve_instrument"]
 
 # How long the duplicate check waits for an answer before concluding that nobody serves
 # the PV: every IOC start pays it once.  A loopback reply takes well under 1 ms; the
@@ -21,6 +21,7 @@ __all__ = ["SEARCH_TIMEOUT", "find_server", "prepare_data_dir", "serve"]
 # machine is not enough to miss a server.
 SEARCH_TIMEOUT = 0.5  # s
 SEARCH_SENDS = 3
+SWITCH_INTERVAL = 5e-4  # s
 
 
 def prepare_data_dir(path: str | os.PathLike) -> str:
@@ -167,3 +168,47 @@ async def _serve(pvdb, name, interfaces, banner, shutdown) -> int:
     if stopping:
         print(f"{name}: stopped by {signal.Signals(stopping[0]).name}", flush=True)
     return 0
+
+
+def serve_instrument(ioc, prefix: str, interfaces, data_dir: str, command: str) -> int:
+    """Serve ``ioc`` (an Instrument) until SIGTERM or SIGINT, refusing to be the second
+    server of ``prefix``; the exit code."""
+    import sys
+
+    # Two servers of one prefix on one network both answer, and a client silently gets
+    # whichever replies first: refuse to be the second.
+    probe = ioc.status.pvname
+    try:
+        other = find_server(probe)
+    except OSError as exc:
+        # An unreachable address in EPICS_CA_ADDR_LIST must not keep the IOC down.
+        print(f"{command}: warning: duplicate-prefix search failed: {exc}", file=sys.stderr)
+        other = None
+    if other is not None:
+        print(
+            f"{command}: prefix {prefix!r} is already served by {other[0]}:{other[1]} "
+            f"(it answered a search for {probe}); nothing served. Stop that IOC or choose "
+            "another --prefix.",
+            file=sys.stderr,
+        )
+        return 2
+
+    # The frame path runs in threads that hold the GIL in short bursts (h5py, numpy); a
+    # short switch interval lets the asyncio thread answer puts within a few ms while
+    # they run (the default 5 ms interval, paid several times per put, gave ~20 ms).
+    sys.setswitchinterval(SWITCH_INTERVAL)
+
+    def banner(interfaces: list[str], ca_port: int, tcp_port: int) -> str:
+        return (
+            f"{command}: serving {len(ioc.pvdb)} PVs with prefix {prefix} on "
+            f"{', '.join(interfaces)} (CA server port {ca_port}, TCP port {tcp_port}); "
+            f"data directory {data_dir}; ready"
+        )
+
+    return serve(
+        ioc.pvdb,
+        name=command,
+        interfaces=interfaces,
+        banner=banner,
+        shutdown=ioc.shutdown,
+    )

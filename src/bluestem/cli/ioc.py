@@ -7,7 +7,6 @@ import os
 
 __all__ = ["add_parser", "run"]
 
-SWITCH_INTERVAL = 5e-4  # s
 COMMAND = "bluestem ioc sim"
 
 
@@ -102,6 +101,9 @@ def add_parser(subparsers) -> None:
         "at each acquisition's start; for tests and benchmarks only, never a PV",
     )
     sim.set_defaults(func=run)
+    from bluestem.cli import _ioc_merlin
+
+    _ioc_merlin.add_parser(iocs)
 
 
 def list_pvs(group) -> list[str]:
@@ -246,40 +248,4 @@ def run(args: argparse.Namespace) -> int:
                   "; nothing served", file=sys.stderr)  # fmt: skip
             return 2
 
-    # Two servers of one prefix on one network both answer, and a client silently gets
-    # whichever replies first: refuse to be the second.
-    probe = ioc.status.pvname
-    try:
-        other = _ioc_serve.find_server(probe)
-    except OSError as exc:
-        # An unreachable address in EPICS_CA_ADDR_LIST must not keep the IOC down.
-        print(f"{COMMAND}: warning: duplicate-prefix search failed: {exc}", file=sys.stderr)
-        other = None
-    if other is not None:
-        print(
-            f"{COMMAND}: prefix {args.prefix!r} is already served by {other[0]}:{other[1]} "
-            f"(it answered a search for {probe}); nothing served. Stop that IOC or choose "
-            "another --prefix.",
-            file=sys.stderr,
-        )
-        return 2
-
-    # The frame path runs in threads that hold the GIL in short bursts (h5py, numpy); a
-    # short switch interval lets the asyncio thread answer puts within a few ms while
-    # they run (the default 5 ms interval, paid several times per put, gave ~20 ms).
-    sys.setswitchinterval(SWITCH_INTERVAL)
-
-    def banner(interfaces: list[str], ca_port: int, tcp_port: int) -> str:
-        return (
-            f"{COMMAND}: serving {len(ioc.pvdb)} PVs with prefix {args.prefix} on "
-            f"{', '.join(interfaces)} (CA server port {ca_port}, TCP port {tcp_port}); "
-            f"data directory {data_dir}; ready"
-        )
-
-    return _ioc_serve.serve(
-        ioc.pvdb,
-        name=COMMAND,
-        interfaces=args.interfaces,
-        banner=banner,
-        shutdown=ioc.shutdown,
-    )
+    return _ioc_serve.serve_instrument(ioc, args.prefix, args.interfaces, data_dir, COMMAND)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,9 @@ __all__ = [
     "FRAMES_PATH",
     "RECEIVED_PATH",
     "REQUIRED_FILE_ATTRS",
+    "ReservedText",
     "create_layout",
+    "reserved_text",
     "to_attr",
     "write_mapping",
 ]
@@ -42,6 +45,21 @@ REQUIRED_FILE_ATTRS = (
     "chunk_shape",
     "compression",
 )
+
+
+@dataclass(frozen=True)
+class ReservedText:
+    """A metadata entry whose text is known only during the acquisition (a detector's
+    acquisition header): a NUL-filled uint8 dataset of ``size`` bytes, created with the
+    file and filled by :meth:`bluestem.frames.FrameWriter.fill_text` (SWMR allows writing
+    a dataset's values, never creating an attribute, once readers may be attached)."""
+
+    size: int
+
+
+def reserved_text(dataset) -> str:
+    """The text in a :class:`ReservedText` dataset (``""`` while unfilled)."""
+    return np.asarray(dataset[()], np.uint8).tobytes().rstrip(b"\0").decode("utf-8", "replace")
 
 
 def to_attr(value: Any) -> Any:
@@ -81,6 +99,10 @@ def write_mapping(group: h5py.Group, mapping: Mapping[str, Any]) -> None:
         name = str(key).replace("/", "_") or "_"
         if isinstance(value, Mapping):
             write_mapping(group.require_group(name), value)
+        elif isinstance(value, ReservedText):
+            text = group.create_dataset(name, shape=(int(value.size),), dtype=np.uint8,
+                                        fillvalue=0)  # fmt: skip
+            text.attrs["description"] = "text filled in during the acquisition, NUL-padded"
         else:
             group.attrs[name] = to_attr(value)
 

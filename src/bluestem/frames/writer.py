@@ -23,6 +23,14 @@ _STOP = object()
 
 
 @dataclass(frozen=True)
+class _Text:
+    """A reserved text to fill (queued like frames: the writer thread owns the file)."""
+
+    path: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class WriteSummary:
     """What a closed (or aborted) FrameWriter wrote.
 
@@ -236,6 +244,16 @@ class FrameWriter:
         if self.error is not None:
             raise self.error
 
+    def fill_text(self, path: str, text: str | bytes) -> None:
+        """Fill the :class:`~bluestem.frames.layout.ReservedText` dataset at ``path``
+        (absolute, e.g. ``/metadata/merlin/acquisition_header``) with ``text``, in order
+        with the frames submitted before. A text longer than the dataset is cut to fit
+        and ends ``[cut]``; a path that is not a reserved text fails the writer."""
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        if self._state != "open":
+            raise RuntimeError(f"fill_text() on a FrameWriter that is {self._state}, not open")
+        self._queue.put(_Text(str(path), data))
+
     def close(self) -> WriteSummary:
         """Drain the queue, write incomplete chunks (zeros for missing frames), flush,
         close and make the file read-only. Re-raises the writer thread's error."""
@@ -307,7 +325,9 @@ class FrameWriter:
             if self.error is not None or self._abort.is_set():
                 continue  # drain so that submit never blocks on a dead writer
             try:
-                if item is not None:
+                if isinstance(item, _Text):
+                    self._fill(item)
+                elif item is not None:
                     self._place(*item)
                 if self._dirty and time.monotonic() - self._last_flush >= self.flush_interval:
                     self._flush()
@@ -320,6 +340,15 @@ class FrameWriter:
                 self._flush()
             except BaseException as exc:
                 self.error = exc
+
+    def _fill(self, item: _Text) -> None:
+        dataset = self._file[item.path]
+        size = dataset.shape[0]
+        data = item.data if len(item.data) <= size else item.data[: size - 5] + b"[cut]"
+        buf = np.zeros(size, np.uint8)
+        buf[: len(data)] = np.frombuffer(data, np.uint8)
+        dataset[...] = buf
+        self._dirty = True
 
     def _place(self, first: int, frames: np.ndarray) -> None:
         grid = self.grid

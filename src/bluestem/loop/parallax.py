@@ -107,9 +107,12 @@ class ParallaxFit(AberrationEstimate):
         Fraction of the displacements' variance the model explains (R²).
     reliable : bool
         Whether the alignment converged, the model explains at least ``min_explained`` of
-        the shifts, ``parity <= max_parity`` and the larger eigenvalue of M,
-        ``|C1_total| + A1``, is at least ``blind``. Near focus the estimate is
-        meaningless: measure with a defocus offset.
+        the shifts, the larger eigenvalue of M, ``|C1_total| + A1``, is at least
+        ``blind``, and ``parity <= max_parity`` — or, far from focus (``|C1_total| + A1``
+        at least ``FAR`` × ``blind``, beyond any fake parallax), ``parity <=
+        FAR_PARITY``: a specimen of large features (nanoparticles) keeps some contrast
+        when a large model is mirrored. Near focus the estimate is meaningless: measure
+        with a defocus offset.
     parity : float
         tcBF contrast gain of the mirrored model ``−M`` over that of ``M``: ≈ 0 for a true
         parallax, ≈ 1 for the aperture-edge contrast that fakes one near focus.
@@ -175,6 +178,13 @@ class ParallaxFit(AberrationEstimate):
         out: dict[str, Any] = {k: getattr(self, k) for k in keys}
         out["parameters"] = dict(self.parameters)
         return out
+
+
+#: Far from focus (``|C1| + A1 >= FAR * blind``) the parity limit is FAR_PARITY: the
+#: aperture-edge contrast fakes at most about 1.3 blind (35 nm at 10 mrad), and fakes
+#: have parity 0.5-1, while nanoparticles at 150-230 nm of defocus and astigmatism give
+#: 0.25-0.39 (docs/loop.md, "Validity").
+FAR, FAR_PARITY = 3.0, 0.45
 
 
 def fit_parallax(
@@ -357,7 +367,7 @@ def fit_parallax(
             abs(c1) + a1 >= blind
             and explained >= min_explained
             and converged
-            and parity <= max_parity
+            and parity <= (max_parity if abs(c1) + a1 < FAR * blind else FAR_PARITY)
         ),
         parity=float(parity),
         blind=blind,
