@@ -31,7 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bluestem.cli._demo_loop import EXPERIMENTS, NM, SURVEY_FINE_FOV, Experiment, _frame
+from bluestem.cli._demo_loop import (
+    EXPERIMENTS,
+    NM,
+    SURVEY_FINE_FOV,
+    Experiment,
+    _frame,
+    survey_targets,
+)
 
 LATTICE = 0.3905  # nm, SrTiO3
 
@@ -74,12 +81,9 @@ def _pacbed_error(result, truth, session) -> tuple[dict, bool]:
 
 
 def _survey_error(result, truth, session) -> tuple[dict, bool]:
-    from bluestem.twin import make_specimen
-
     spec = truth["specimen"]["parameters"]
     field = float(spec["field"])
-    particles = make_specimen("nanoparticles", **{
-        k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}).layout[0]  # fmt: skip
+    particles = survey_targets(spec)
     entries = [truth["acquisitions"][k] for k in sorted(truth["acquisitions"], key=int)]
     misses = []
     for entry in entries[2::2]:  # survey, then (track, fine) per feature

@@ -197,16 +197,25 @@ def _survey_plan(session, out: Path):
                            features=3, md={"purpose": "bluestem demo --loop"})  # fmt: skip
 
 
-def _survey_judge(result, truth: dict, session) -> list[str]:
+def survey_targets(spec: dict):
+    """(y, x) in m of what a fine scan may be centred on: every particle of the survey's
+    specimen (its truth-file parameters), and the mass-weighted centre of every aggregate
+    of touching particles (the one feature an image shows where they touch)."""
     import numpy as np
 
     from bluestem.twin import make_specimen
 
+    specimen = make_specimen("nanoparticles", **{
+        k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})  # fmt: skip
+    return np.concatenate([specimen.layout[0], specimen.aggregates()[0]])
+
+
+def _survey_judge(result, truth: dict, session) -> list[str]:
+    import numpy as np
+
     spec = truth["specimen"]["parameters"]
     field = float(spec["field"])
-    particles = make_specimen(
-        "nanoparticles", **{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
-    ).layout[0]
+    particles = survey_targets(spec)
     # This IOC took only this loop's rasters: its acquisitions are the loop's, in order
     # (survey, then track and fine per feature).
     entries = [truth["acquisitions"][k] for k in sorted(truth["acquisitions"], key=int)]
@@ -222,7 +231,8 @@ def _survey_judge(result, truth: dict, session) -> list[str]:
                      f"drifted {drift / NM:.2f} nm since the survey)")  # fmt: skip
     limit = 0.1 * SURVEY_FINE_FOV * NM
     v = truth["hidden"]["drift"]
-    return [f"  truth:    {len(particles)} particles; the specimen drifts ({v[0] / NM:+.2f}, "
+    return [f"  truth:    {len(particles)} particles and aggregates; the specimen drifts "
+            f"({v[0] / NM:+.2f}, "
             f"{v[1] / NM:+.2f}) nm/s (no PV shows it)", *lines,
             f"  error:    worst {worst / NM:.2f} nm ({'within' if worst <= limit else 'OUTSIDE'}"
             f" 10 % of the {SURVEY_FINE_FOV:g} nm field)"]  # fmt: skip

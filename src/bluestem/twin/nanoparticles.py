@@ -18,7 +18,7 @@ from bluestem.twin.atoms import (
 )
 from bluestem.twin.slices import SliceStack
 
-__all__ = ["GOLD_LATTICE", "Nanoparticles"]
+__all__ = ["GOLD_LATTICE", "Nanoparticles", "aggregates"]
 
 #: fcc lattice parameter of gold (m).
 GOLD_LATTICE = 4.078e-10
@@ -94,6 +94,11 @@ class Nanoparticles(AtomSpecimen):
         angles = rng.uniform(0.0, math.pi / 2, size=self.particles)
         return centres, radii, angles
 
+    def aggregates(self) -> tuple[np.ndarray, list[list[int]]]:
+        """The features an image shows: :func:`aggregates` of :attr:`layout`."""
+        centres, radii, _ = self.layout
+        return aggregates(centres, radii, self.field)
+
     def _carbon(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         L = self.field
         rng = np.random.default_rng([self.seed, 0])
@@ -167,3 +172,65 @@ class Nanoparticles(AtomSpecimen):
             raise ValueError("nanoparticles: the thickness is set by the particles")
         fields = self.slice_fields
         return SliceStack(fields, np.arange(len(fields)), GOLD_LATTICE / 2, self.tilt)
+
+
+def aggregates(centres, radii, field: float) -> tuple[np.ndarray, list[list[int]]]:
+    """Touching particles as the one feature an image shows.
+
+    Particles whose discs overlap (centre distance below the sum of the radii, on the
+    periodic ``field``) join one aggregate, transitively; its centre is the centroid of
+    their projected mass (weights r³, the columns' thickness summed over a disc), which
+    is what the centroid of an ADF image measures.
+
+    Parameters
+    ----------
+    centres : array (n, 2)
+        Particle centres (y, x) in m, within ``0 .. field``.
+    radii : array (n,)
+        In m.
+    field : float
+        Side of the periodic field, m.
+
+    Returns
+    -------
+    centres : ndarray (k, 2)
+        Aggregate centres (y, x) in m, wrapped into ``0 .. field``.
+    members : list of list of int
+        The particles of each aggregate.
+    """
+    c, r = np.asarray(centres, float), np.asarray(radii, float)
+    n = len(c)
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def offset(i: int, j: int) -> np.ndarray:  # j - i, the nearest periodic image
+        return (c[j] - c[i] + field / 2) % field - field / 2
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            if np.hypot(*offset(i, j)) < r[i] + r[j]:
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    members = sorted(groups.values())
+    out = np.empty((len(members), 2))
+    for k, group in enumerate(members):
+        first, w = group[0], r[group] ** 3
+        # Unwrap around the first member through the chain of touching neighbours.
+        placed = {first: c[first]}
+        todo = [first]
+        while todo:
+            i = todo.pop()
+            for j in group:
+                if j not in placed and np.hypot(*offset(i, j)) < r[i] + r[j]:
+                    placed[j] = placed[i] + offset(i, j)
+                    todo.append(j)
+        where = np.array([placed[i] for i in group])
+        out[k] = (w @ where / w.sum()) % field
+    return out, members
