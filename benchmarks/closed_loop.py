@@ -5,7 +5,8 @@ Each trial starts a sim IOC whose hidden state (column residual, specimen thickn
 particle layout and drift) is drawn from the trial's seed, builds a session on it (no
 catalogue: the journal only), runs the loop and compares the result with the IOC's truth
 file. Experiments: ``autofocus`` (BF parallax on nanoparticles, C1 in ±200 nm, |A1| <= 50
-nm; done when |C1|, |A1| <= 2 nm in <= 5 iterations), ``autofocus-srtio3`` (the overlap
+nm; done when |C1|, |A1| <= 2 nm in <= 5 iterations), ``autofocus-carbon`` (the same on
+the bare amorphous carbon support), ``autofocus-srtio3`` (the overlap
 phase on SrTiO3 [001], the same tolerance), ``pacbed`` (SrTiO3 8..40 nm; within 1 nm) and
 ``survey`` (up to three fine scans, each within 10 % of its 8 nm field of its particle, drift
 within ±0.3 nm/s per axis). The setups are the ones of ``bluestem demo --loop``
@@ -55,11 +56,18 @@ def _srtio3_plan(session, out: Path):
                      fov=32 * LATTICE / 8, dwell=2e-4, method="overlap")  # fmt: skip
 
 
+def _carbon_ioc(h: dict) -> list[str]:
+    """The demo's autofocus IOC on the bare amorphous carbon support (no particles)."""
+    return [*AUTOFOCUS.ioc_args(h), "--specimen-param", "particles=0"]
+
+
 AUTOFOCUS = next(e for e in EXPERIMENTS if e.name == "autofocus")
 SRTIO3 = Experiment("autofocus-srtio3", AUTOFOCUS.hidden, _srtio3_ioc,
                     lambda s: _frame(s, convergence=10.0, camera_length=183.0, frame=128),
                     _srtio3_plan, AUTOFOCUS.judge)  # fmt: skip
-ALL = {e.name: e for e in (*EXPERIMENTS, SRTIO3)}
+CARBON = Experiment("autofocus-carbon", AUTOFOCUS.hidden, _carbon_ioc, AUTOFOCUS.prepare,
+                    AUTOFOCUS.plan, AUTOFOCUS.judge)  # fmt: skip
+ALL = {e.name: e for e in (*EXPERIMENTS, SRTIO3, CARBON)}
 
 
 def _focus_error(result, truth, session) -> tuple[dict, bool]:
@@ -99,6 +107,7 @@ def _survey_error(result, truth, session) -> tuple[dict, bool]:
 
 
 ERRORS = {"autofocus": _focus_error, "autofocus-srtio3": _focus_error,
+          "autofocus-carbon": _focus_error,
           "pacbed": _pacbed_error, "survey": _survey_error}  # fmt: skip
 
 

@@ -179,12 +179,17 @@ class Camera(SettingsGroup):
         await super().settle(spec, value)
         await self.update_array_info()
 
-    async def fit_sensor(self, ky: int, kx: int) -> None:
-        """A real sensor of ``ky`` × ``kx`` pixels: the maximum and the size read out."""
-        await self.max_size_y.write(ky)
-        await self.max_size_x.write(kx)
-        await self.size_y.write(ky)
-        await self.size_x.write(kx)
+    async def fit_sensor(self, sensor: tuple[int, int] | None, depth: int | None) -> None:
+        """A real sensor of ``sensor`` = (ky, kx) pixels (the maximum and the size read
+        out) and the counter ``depth`` it starts with; None leaves either as it is."""
+        if sensor is not None:
+            ky, kx = sensor
+            await self.max_size_y.write(ky)
+            await self.max_size_x.write(kx)
+            await self.size_y.write(ky)
+            await self.size_x.write(kx)
+        if depth is not None:
+            await self.counter_depth.write(str(depth))
 
     async def update_array_info(self) -> None:
         """ArraySizeX/Y_RBV and DataType_RBV from the settings read back."""

@@ -64,8 +64,10 @@ class InstrumentConfig:
     hidden: HiddenState = field(default_factory=HiddenState)
     #: the private truth file (``--truth``), "" for none
     truth: str = ""
-    #: (ky, kx) of a real sensor (a Merlin): the detector's size and its maximum
+    #: (ky, kx) of a real sensor (a Merlin, a replayed file): the size and its maximum
     sensor: tuple[int, int] | None = None
+    #: the counter depth the detector starts with (a replayed file's: its dtype's)
+    counter_depth: int | None = None
 
 
 def _no_file(path: str, text: str) -> None:
@@ -316,8 +318,7 @@ class Instrument(SettingsGroup):
     @status.startup
     async def status(self, instance, async_lib):
         await self.hdf.started(self.config.data_dir)
-        if self.config.sensor is not None:
-            await self.cam.fit_sensor(*self.config.sensor)
+        await self.cam.fit_sensor(self.config.sensor, self.config.counter_depth)
         await self.cam.update_array_info()
 
     @status.scan(period=FINISH_POLL)

@@ -10,28 +10,12 @@ from __future__ import annotations
 
 import math
 import threading
-from pathlib import Path
 
 import numpy as np
 
+from ..file_frames import FileFrames, fit_frames
+
 __all__ = ["FileFrames", "TwinFrames", "fit_frames", "provider_for"]
-
-
-def fit_frames(frames: np.ndarray, shape: tuple[int, int], depth: int = 24) -> np.ndarray:
-    """``frames`` centred on a detector of ``shape`` (cropped or zero-padded) and clipped
-    to the counter's range ``0 .. 2**depth - 1``, as uint32 (a counter saturates)."""
-    n, fy, fx = frames.shape
-    ky, kx = shape
-    out = np.zeros((n, ky, kx), np.uint32)
-    # Offsets of the overlap in the source (s) and the detector (d), per axis.
-    sy, dy = max(0, (fy - ky) // 2), max(0, (ky - fy) // 2)
-    sx, dx = max(0, (fx - kx) // 2), max(0, (kx - fx) // 2)
-    h, w = min(fy, ky), min(fx, kx)
-    part = np.asarray(frames[:, sy : sy + h, sx : sx + w])
-    if part.dtype.kind == "f":
-        part = np.nan_to_num(part, nan=0.0, posinf=0.0, neginf=0.0)
-    out[:, dy : dy + h, dx : dx + w] = np.clip(part, 0, 2**depth - 1)
-    return out
 
 
 class TwinFrames:
@@ -91,75 +75,6 @@ class TwinFrames:
         cached = self._rendered()
         index = np.arange(first, first + count) % len(cached)
         return np.minimum(cached[index], np.uint32(2**depth - 1))
-
-
-class FileFrames:
-    """Frames from a 4D file: bluestem's own (its ``received`` frames), or the first
-    dataset of 3 or 4 dimensions in any HDF5 / EMD file, in storage order.
-
-    Frames are read as they are asked for, a block at a time, centred on the detector
-    and clipped to its counter (:func:`fit_frames`).
-    """
-
-    def __init__(self, path, shape):
-        import h5py
-
-        self.path, self.shape = Path(path), tuple(shape)
-        if not self.path.is_file():
-            raise ValueError(f"--frames-from {str(path)!r}: no such file; allowed: 'twin' "
-                             "or a 4D HDF5 / EMD file")  # fmt: skip
-        self._file = h5py.File(self.path, "r")
-        self._data = self._find(self._file)
-        if self._data is None:
-            self._file.close()
-            raise ValueError(f"--frames-from {str(path)!r}: no dataset of 3 or 4 dimensions "
-                             "(frames) in it; allowed: a 4D HDF5 / EMD file")  # fmt: skip
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _find(group):
-        import h5py
-
-        found = []
-
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset) and obj.ndim in (3, 4) and obj.dtype.kind in "uif":
-                found.append(obj)
-
-        group.visititems(visit)
-        # bluestem's own frames first (EMD: /version_1/data/datacubes/...), then the largest.
-        found.sort(key=lambda d: ("datacube" not in d.name, -d.size))
-        return found[0] if found else None
-
-    @property
-    def positions(self) -> int:
-        return int(math.prod(self._data.shape[:-2]))
-
-    def frames(self, first: int, count: int, depth: int = 24) -> np.ndarray:
-        """Frames ``first .. first + count - 1`` (uint32, going round the file), clipped
-        to a counter of ``depth`` bits."""
-        total, data = self.positions, self._data
-        flat = data.shape[-2:]
-        out = []
-        index = first % total
-        with self._lock:
-            while count > 0:
-                take = min(count, total - index)
-                where = np.unravel_index(np.arange(index, index + take), data.shape[:-2])
-                if data.ndim == 3:
-                    block = data[index : index + take]
-                else:  # whole rows at once: h5py reads a slab faster than fancy indices
-                    rows = range(int(where[0][0]), int(where[0][-1]) + 1)
-                    slab = data[rows.start : rows.stop].reshape(-1, *flat)
-                    start = index - rows.start * data.shape[1]
-                    block = slab[start : start + take]
-                out.append(fit_frames(np.asarray(block), self.shape, depth))
-                count -= take
-                index = 0
-        return np.concatenate(out)
-
-    def close(self) -> None:
-        self._file.close()
 
 
 def provider_for(source: str, shape, **twin_options):

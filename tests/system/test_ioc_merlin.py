@@ -87,6 +87,49 @@ def test_a_raster_records_the_merlins_frames_in_place(merlin, counts):
     assert "Merlin" in ioc.log() and "sensor 256x256" in ioc.log()
 
 
+DTYPES = {1: np.uint8, 6: np.uint8, 12: np.uint16, 24: np.uint32}
+
+
+def every_depth(ca, counts, *, sensor: int, name: str) -> None:
+    """A small raster at each counter depth: the file holds exactly what was sent (the
+    file's frames, clipped to the depth, centred on a ``sensor``² detector)."""
+    shape, n = (3, 4), 12
+    for depth in (1, 6, 12, 24):
+        ca.put("DET:cam1:CounterDepth", str(depth))
+        configure_scan(ca, shape=shape, frame=sensor, name=f"{name}-{depth}bit")
+        path = run_scan(ca)
+        report = verify_file(path)
+        assert report.ok and report.frames_received == n, report.summary()
+        frames, received = frames_of(path)
+        assert received.all() and frames.dtype == DTYPES[depth]
+        sent = np.zeros((n, sensor, sensor), np.uint32)
+        lo = (sensor - 256) // 2
+        sent[:, lo : lo + 256, lo : lo + 256] = np.minimum(counts[1][:n], 2**depth - 1)
+        got = frames.reshape(n, sensor, sensor)
+        np.testing.assert_array_equal(got, sent.astype(DTYPES[depth]), err_msg=f"{depth}-bit")
+        with h5py.File(path, "r") as f:
+            header = reserved_text(f["metadata/merlin/acquisition_header"])
+        assert f"Counter Depth (number):\t{depth}" in header
+    ca.put("DET:cam1:CounterDepth", "12")
+
+
+def test_every_counter_depth_single_chip_raw(merlin, counts):
+    every_depth(merlin[2], counts, sensor=256, name="single")
+
+
+def test_every_counter_depth_quad_binary(sim_factory, tmp_path_factory, counts):
+    sim = start_merlin_sim(["--frames-from", str(counts[0]), "--chips", "4"],
+                           log_path=tmp_path_factory.mktemp("quad-log") / "sim.log")  # fmt: skip
+    try:
+        _ioc, ca, _ = sim_factory("--host", "127.0.0.1", "--command-port",
+                                  str(sim.command_port), "--data-port", str(sim.data_port),
+                                  "--binary", ioc="merlin")  # fmt: skip
+        assert ca.get("DET:cam1:MaxSizeX_RBV") == 512
+        every_depth(ca, counts, sensor=512, name="quad")
+    finally:
+        assert sim.stop() == 0
+
+
 def test_a_wrong_frame_size_is_refused_naming_the_sensor(merlin):
     _sim, _ioc, ca = merlin
     configure_scan(ca, shape=(2, 2), frame=128, name="wrong-size")
@@ -137,3 +180,41 @@ def test_skipped_frames_drop_and_a_cut_message_faults_then_it_reconnects(
         np.testing.assert_array_equal(frames.reshape(n, 256, 256), expected(counts, n))
     finally:
         assert sim.stop() == 0
+
+
+def test_a_session_raster_through_the_merlin_is_in_the_catalogue_frame_for_frame(
+    merlin, counts, tmp_path_factory
+):
+    """The session, its devices and the raster plan, unchanged, against the Merlin IOC:
+    the catalogue serves the frames the simulator sent."""
+    import secrets
+
+    from sessions import inventory
+    from tiled.client import from_uri
+
+    from bluestem.catalog import start_server
+    from bluestem.plans import raster
+    from bluestem.session import build_session
+
+    _sim, ioc, _ca = merlin
+    data = tmp_path_factory.mktemp("merlin-session-data")
+    server = start_server(tmp_path_factory.mktemp("merlin-catalog"),
+                          api_key=secrets.token_hex(16), raw_dirs=[data])  # fmt: skip
+    try:
+        s = build_session(inventory(ioc, data, tmp_path_factory.mktemp("merlin-journal"),
+                                    server=server))  # fmt: skip
+        try:
+            (uid,) = s.RE(raster(s.det, s.scan, shape=SCAN, dwell=1e-4, fov=4.0,
+                                 md={"detector": "merlin-sim"}))  # fmt: skip
+            assert s.writer.flush(60)
+        finally:
+            s.close()
+        run = from_uri(server.uri, api_key=server.api_key)[uid]
+        assert run.metadata["stop"]["exit_status"] == "success"
+        frames = run["primary"]["det_image"].read()
+        n = SCAN[0] * SCAN[1]
+        np.testing.assert_array_equal(np.asarray(frames).reshape(n, 256, 256),
+                                      expected(counts, n))  # fmt: skip
+    finally:
+        server.stop()
+    assert ioc.alive()

@@ -101,9 +101,10 @@ def add_parser(subparsers) -> None:
         "at each acquisition's start; for tests and benchmarks only, never a PV",
     )
     sim.set_defaults(func=run)
-    from bluestem.cli import _ioc_merlin
+    from bluestem.cli import _ioc_merlin, _ioc_replay
 
     _ioc_merlin.add_parser(iocs)
+    _ioc_replay.add_parser(iocs)
 
 
 def list_pvs(group) -> list[str]:
