@@ -2,7 +2,8 @@
 
 Not a subcommand (the leading underscore keeps :mod:`bluestem.cli`'s discovery away from
 it): ``bluestem ioc NAME`` commands share these steps whatever PVs they serve.  Only
-caproto is imported here, never :mod:`bluestem.ioc`, and only inside the functions.
+caproto and :mod:`bluestem.ioc.ordered_server` (the caproto server context) are imported
+here, and only inside the functions.
 """
 
 from __future__ import annotations
@@ -130,10 +131,12 @@ def serve(
 
 
 async def _serve(pvdb, name, interfaces, banner, shutdown) -> int:
-    from caproto.asyncio.server import Context
+    from bluestem.ioc.ordered_server import OrderedContext
 
     loop = asyncio.get_running_loop()
-    ctx = Context(pvdb, interfaces)
+    # A put's completion after the monitor updates it caused, as a record's (libca
+    # clients read a monitored value right after caput(wait=True)).
+    ctx = OrderedContext(pvdb, interfaces)
 
     async def announce(async_lib) -> None:
         # Context.run calls the hook after binding the UDP search sockets and starting
