@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -159,3 +160,13 @@ def frames_of(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def file_bytes(path: str) -> bytes:
     return Path(path).read_bytes()
+
+
+def control_layer() -> str:
+    """ophyd's control layer for the device tests: ``caproto`` unless the environment's
+    ``BLUESTEM_TEST_CONTROL_LAYER`` says ``pyepics`` (test_control_layers.py runs the
+    device and plan tests again that way)."""
+    layer = os.environ.get("BLUESTEM_TEST_CONTROL_LAYER", "caproto")
+    if layer not in ("caproto", "pyepics"):
+        raise ValueError(f"BLUESTEM_TEST_CONTROL_LAYER={layer!r}: allowed caproto, pyepics")
+    return layer

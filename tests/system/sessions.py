@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ioc_client import control_layer
+
 DEVICES = (("Microscope", "MIC:", "mic"), ("ScanGenerator", "SCAN:", "scan"),
            ("PixelatedDetector", "DET:", "det"))  # fmt: skip
 
@@ -23,6 +25,7 @@ def inventory(ioc, data: Path, journal: Path, *, server=None, **extra) -> dict:
         "connect_timeout": 30,
         "progress": False,
         "live": {"images": False},
+        "control_layer": control_layer(),
     }
     if server is not None:
         inv["catalog"] = {"uri": server.uri, "api_key": server.api_key}

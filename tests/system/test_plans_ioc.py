@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 from event_model import DocumentNames, schema_validators
+from ioc_client import control_layer
 
 pytestmark = pytest.mark.system
 
@@ -16,7 +17,7 @@ FRAME = 64
 def ophyd_caproto(ca_env):
     import ophyd
 
-    ophyd.set_cl("caproto")
+    ophyd.set_cl(control_layer())
     return ophyd
 
 

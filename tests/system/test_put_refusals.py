@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from ioc_client import control_layer
 from sessions import inventory
 from test_ioc_pvs import list_pvs
 
@@ -75,7 +76,7 @@ def test_every_refused_put_fails_at_once_with_the_iocs_message(sim, ca_env):
     from bluestem.devices.put_errors import put_checked
 
     ioc = sim[0]
-    ophyd.set_cl("caproto")
+    ophyd.set_cl(control_layer())
     writable = [(row[0], row[1]) for row in list_pvs(ioc.prefix) if row[2] == "RW"]
     names = [full[len(ioc.prefix) :] for full, _ in writable]
     assert set(STRINGS) <= set(names) and len(writable) > 40

@@ -76,6 +76,8 @@ def test_expand_env_names_the_missing_variable():
         ({"devices": [MIC], "live": {"outdir": "x"}},
          r"live: unknown key 'outdir'; allowed: reduce, images, out_dir, verify"),
         ({"devices": [MIC], "live": ["reduce"]}, r"live=\['reduce'\]: allowed a mapping"),
+        ({"devices": [MIC], "control_layer": "libca"},
+         r"control_layer='libca': allowed caproto, pyepics"),
     ],
 )  # fmt: skip
 def test_bad_entries_are_refused_by_name(config, message):
@@ -165,3 +167,8 @@ def test_live_defaults_and_paths(tmp_path):
     assert cfg.live == {"reduce": True, "images": "auto", "out_dir": None, "verify": True}
     cfg = load_config({"devices": [MIC], "live": {"images": False, "out_dir": str(tmp_path)}})
     assert cfg.live["images"] is False and cfg.live["out_dir"] == tmp_path
+
+
+def test_the_control_layer_defaults_to_caproto_and_takes_pyepics():
+    assert load_config({"devices": [MIC]}).control_layer == "caproto"
+    assert load_config({"devices": [MIC], "control_layer": "pyepics"}).control_layer == "pyepics"

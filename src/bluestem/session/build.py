@@ -188,7 +188,8 @@ def _catalog_client(catalog: dict, timeout: float = CATALOG_START_TIMEOUT):
 def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) -> Session:
     """Build a RunEngine session from an inventory (mapping or YAML path).
 
-    Sets the CA environment (``ca:``) and ``ophyd.set_cl("caproto")``, creates the
+    Sets the CA environment (``ca:``) and ``ophyd.set_cl(control_layer)`` (``caproto``
+    by default, or ``pyepics``: libca), creates the
     devices and connects them (``ConnectionError`` naming the PVs that did not connect),
     creates the RunEngine with ``metadata`` in ``RE.md``, a baseline stream of the
     ``baseline:`` devices (default: every device that is not a flyer, i.e. has no
@@ -223,7 +224,7 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
     from bluestem.session.baseline import Baseline
     from bluestem.session.engine import RunEngine
 
-    ophyd.set_cl("caproto")
+    ophyd.set_cl(cfg.control_layer)
     devices = {s.name: s.cls(s.prefix, name=s.name, **s.kwargs) for s in cfg.devices}
     if connect:
         _connect(devices, cfg.connect_timeout)

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DeviceSpec", "SessionConfig", "expand_env", "load_config"]
+__all__ = ["CONTROL_LAYERS", "DeviceSpec", "SessionConfig", "expand_env", "load_config"]
 
 TOP_KEYS = ("devices", "data_root", "journal_dir", "catalog", "metadata", "ca", "baseline",
-            "connect_timeout", "progress", "namespace", "live")  # fmt: skip
+            "connect_timeout", "progress", "namespace", "live", "control_layer")  # fmt: skip
+#: ophyd's EPICS client libraries: caproto (pure Python) or pyepics (libca).
+CONTROL_LAYERS = ("caproto", "pyepics")
 DEVICE_KEYS = ("class", "prefix", "name")
 CATALOG_KEYS = ("uri", "api_key", "batch_size", "exit_timeout")
 LIVE_KEYS = ("reduce", "images", "out_dir", "verify")
@@ -59,6 +61,7 @@ class SessionConfig:
     progress: bool = True
     namespace: tuple[str, ...] = ()  # modules whose __all__ go into the shell namespace
     live: dict = field(default_factory=lambda: _live(None))  # live reduction and images
+    control_layer: str = "caproto"  # ophyd.set_cl: caproto or pyepics (libca)
 
 
 def expand_env(value: Any, key: str, env: Mapping[str, str] | None = None) -> Any:
@@ -262,6 +265,10 @@ def load_config(config: Mapping | str | os.PathLike) -> SessionConfig:
     if not isinstance(progress, bool):
         raise ValueError(f"progress={progress!r}: allowed true or false")
 
+    layer = raw.get("control_layer", "caproto")
+    if layer not in CONTROL_LAYERS:
+        raise ValueError(f"control_layer={layer!r}: allowed {', '.join(CONTROL_LAYERS)}")
+
     return SessionConfig(
         devices=specs,
         data_root=data_root,
@@ -274,4 +281,5 @@ def load_config(config: Mapping | str | os.PathLike) -> SessionConfig:
         progress=progress,
         namespace=_modules(raw.get("namespace")),
         live=_live(raw.get("live")),
+        control_layer=layer,
     )
