@@ -15,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FileFrames", "fit_frames"]
+__all__ = ["CACHE_BYTES", "FileFrames", "fit_frames"]
+
+#: Files whose frames (as uint32 on the detector) fit in this are held in memory.
+CACHE_BYTES = 512 * 1024**2
 
 
 def fit_frames(frames: np.ndarray, shape: tuple[int, int], depth: int = 24) -> np.ndarray:
@@ -71,6 +74,10 @@ class FileFrames:
         self.dtype = self._data.dtype
         self.shape = tuple(shape) if shape is not None else self.frame_shape
         self._lock = threading.Lock()
+        # A file that fits is read once and served from memory (a detector sends at its
+        # own rate: h5py reads and refits of small blocks would not keep up).
+        self._fits = self.positions * math.prod(self.shape) * 4 <= CACHE_BYTES
+        self._cache: dict[int, np.ndarray] = {}
 
     @staticmethod
     def _find(group):
@@ -94,27 +101,43 @@ class FileFrames:
         return int(math.prod(self._data.shape[:-2]))
 
     def frames(self, first: int, count: int, depth: int = 24) -> np.ndarray:
-        """Frames ``first .. first + count - 1`` (uint32, going round the file), clipped
-        to a counter of ``depth`` bits."""
-        total, data = self.positions, self._data
-        flat = data.shape[-2:]
-        out = []
-        index = first % total
-        with self._lock:
-            while count > 0:
-                take = min(count, total - index)
-                where = np.unravel_index(np.arange(index, index + take), data.shape[:-2])
-                if data.ndim == 3:
-                    block = data[index : index + take]
-                else:  # whole rows at once: h5py reads a slab faster than fancy indices
-                    rows = range(int(where[0][0]), int(where[0][-1]) + 1)
-                    slab = data[rows.start : rows.stop].reshape(-1, *flat)
-                    start = index - rows.start * data.shape[1]
-                    block = slab[start : start + take]
-                out.append(fit_frames(np.asarray(block), self.shape, depth))
-                count -= take
-                index = 0
-        return np.concatenate(out)
+        """Frames ``first .. first + count - 1`` (going round the file), clipped to a
+        counter of ``depth`` bits, as that counter's type (uint8, uint16, uint32)."""
+        dtype = np.uint8 if depth <= 8 else np.uint16 if depth <= 16 else np.uint32
+        index = np.arange(first, first + count) % self.positions
+        cached = self._cached(depth)
+        if cached is not None:  # the whole file in memory, fitted once per depth
+            return cached[index]
+        out = np.empty((count, *self.shape), dtype)
+        with self._lock:  # a slab of whole rows at a time: h5py reads those fastest
+            done = 0
+            while done < count:
+                start = int(index[done])
+                take = min(count - done, self.positions - start)
+                out[done : done + take] = fit_frames(self._read(start, take), self.shape,
+                                                     depth)  # fmt: skip
+                done += take
+        return out
+
+    def _read(self, start: int, count: int) -> np.ndarray:
+        data = self._data
+        if data.ndim == 3:
+            return np.asarray(data[start : start + count])
+        nx = data.shape[1]
+        y0, y1 = start // nx, (start + count - 1) // nx + 1
+        slab = np.asarray(data[y0:y1]).reshape(-1, *self.frame_shape)
+        return slab[start - y0 * nx : start - y0 * nx + count]
+
+    def _cached(self, depth: int) -> np.ndarray | None:
+        """The whole file fitted to the detector and a ``depth``-bit counter (its type),
+        when it is at most CACHE_BYTES."""
+        if depth not in self._cache and self._fits:
+            with self._lock:
+                if depth not in self._cache:
+                    dtype = np.uint8 if depth <= 8 else np.uint16 if depth <= 16 else np.uint32
+                    fitted = fit_frames(self._read(0, self.positions), self.shape, depth)
+                    self._cache = {depth: fitted.astype(dtype)}  # one depth at a time
+        return self._cache.get(depth)
 
     def close(self) -> None:
         self._file.close()

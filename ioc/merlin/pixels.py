@@ -327,7 +327,8 @@ def sent_shape(chips: int, raw: bool) -> tuple[int, int]:
     return (CHIP, 4 * CHIP) if raw and chips == 4 else shape
 
 
-def pack_frames(frames: np.ndarray, depth: int, raw: bool, chips: int) -> np.ndarray:
+def pack_frames(frames: np.ndarray, depth: int, raw: bool, chips: int, *,
+                out: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """Encode assembled frames as the pixel data of the data stream.
 
     Parameters
@@ -341,11 +342,15 @@ def pack_frames(frames: np.ndarray, depth: int, raw: bool, chips: int) -> np.nda
         Raw (``R64``) rather than binary (``U..``) pixel data.
     chips : int
         1 or 4.
+    out : numpy.ndarray, optional
+        Where to pack: a C-contiguous uint8 array of at least ``n * payload_bytes`` bytes
+        (reused from call to call, it spares a fresh allocation's page faults).
 
     Returns
     -------
     numpy.ndarray
-        uint8 (n, payload_bytes(depth, raw, chips)): row i is frame i's pixel data.
+        uint8 (n, payload_bytes(depth, raw, chips)): row i is frame i's pixel data (a
+        view of ``out`` when given).
 
     Raises
     ------
@@ -366,17 +371,24 @@ def pack_frames(frames: np.ndarray, depth: int, raw: bool, chips: int) -> np.nda
         _check_values(frames, depth)
     source = np.ascontiguousarray(frames, dtype=dtype)
     n, size = frames.shape[0], payload_bytes(depth, raw, chips)
-    if raw:
-        out = np.empty((n, size // 8), np.uint64)
-        kernel = {1: _pack_r1, 6: _pack_r6, 12: _pack_r12, 24: _pack_r24}[depth]
-        seen = kernel(source, _geometry(chips), out) if n else 0
+    word = np.dtype(np.uint64) if raw else dtype
+    if out is None:
+        target = np.empty((n, size // word.itemsize), word)
     else:
-        out = np.empty((n, size // dtype.itemsize), dtype)
-        seen = _pack_binary(source.reshape(n, -1), out) if n else 0
+        flat = out.reshape(-1)
+        if out.dtype != np.uint8 or not out.flags.c_contiguous or flat.size < n * size:
+            raise ValueError(f"out must be a C-contiguous uint8 array of at least {n * size} "
+                             f"bytes, not {out.dtype} {out.shape}")  # fmt: skip
+        target = flat[: n * size].view(word).reshape(n, size // word.itemsize)
+    if raw:
+        kernel = {1: _pack_r1, 6: _pack_r6, 12: _pack_r12, 24: _pack_r24}[depth]
+        seen = kernel(source, _geometry(chips), target) if n else 0
+    else:
+        seen = _pack_binary(source.reshape(n, -1), target) if n else 0
     # The kernels OR the pixels in passing: one pass over the frames, not two.
     if int(seen) >> depth:
         _check_values(frames, depth)
-    return out.view(np.uint8)
+    return target.view(np.uint8).reshape(n, size)
 
 
 def decode_block(buf, offsets, out: np.ndarray, depth: int, raw: bool, chips: int) -> None:

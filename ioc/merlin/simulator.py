@@ -81,6 +81,7 @@ class MerlinSimulator:
         self._client: socket.socket | None = None
         self._client_ready = threading.Condition(self._lock)
         self._listeners = [self._listen(command_port), self._listen(data_port)]
+        self._buffers: dict[str, np.ndarray] = {}  # the acquisition thread's, reused
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -309,10 +310,18 @@ class MerlinSimulator:
             number = stop
         return sent, False
 
+    def _reuse(self, name: str, shape: tuple[int, int]) -> np.ndarray:
+        """A uint8 buffer of ``shape`` kept from block to block (a fresh one each block
+        costs its page faults: 4 MB a block, a third of the send time)."""
+        have = self._buffers.get(name)
+        if have is None or have.shape != shape:
+            have = self._buffers[name] = np.empty(shape, np.uint8)
+        return have
+
     def _messages(self, numbers, header, depth, raw, payload, faults) -> np.ndarray:
         """``(len(numbers), message bytes)``: prefix, MQ1 header and pixels per frame."""
         p, h = protocol.PREFIX_BYTES, header.header_bytes
-        buf = np.empty((len(numbers), p + h + payload), np.uint8)
+        buf = self._reuse("messages", (len(numbers), p + h + payload))
         buf[:, :p] = np.frombuffer(protocol.frame(b"\0" * (h + payload))[:p], np.uint8)
         if numbers.max() < 10**6:
             # One header, its six-digit frame-number field (header bytes 4..9) patched.
@@ -323,9 +332,12 @@ class MerlinSimulator:
             for i, number in enumerate(numbers):
                 head = headers.compose_frame_header(replace(header, number=int(number)))
                 buf[i, p : p + h] = np.frombuffer(head, np.uint8)
-        frames = self.frames(int(numbers[0]) - 1, int(numbers[-1] - numbers[0]) + 1, depth)
-        frames = frames[numbers - numbers[0]]
-        buf[:, p + h :] = pixels.pack_frames(frames, depth, raw, self.chips)
+        span = int(numbers[-1] - numbers[0]) + 1
+        frames = self.frames(int(numbers[0]) - 1, span, depth)
+        if span != len(numbers):  # frames dropped by --faults
+            frames = frames[numbers - numbers[0]]
+        packed = self._reuse("pixels", (len(numbers), payload))
+        buf[:, p + h :] = pixels.pack_frames(frames, depth, raw, self.chips, out=packed)
         for i in np.flatnonzero(np.isin(numbers, list(faults.corrupt))):
             buf[i, p + 2] = ord("X")  # MQ1 -> MQX
         for i in np.flatnonzero(np.isin(numbers, list(faults.badlength))):

@@ -352,3 +352,16 @@ def test_scan_then_decode(depth, raw, chips):
     out = np.zeros(frames.shape, output_dtype(depth))
     decode_block(data, offsets, out, depth, raw, chips)
     np.testing.assert_array_equal(out, frames)
+
+
+def test_pack_frames_into_a_reused_buffer_gives_the_same_bytes():
+    frames = np.random.default_rng(9).integers(0, 4096, (3, CHIP, CHIP), dtype=np.uint16)
+    size = payload_bytes(12, True, 1)
+    out = np.zeros(4 * size, np.uint8)  # room for more than the frames
+    for raw in (True, False):
+        fresh = pack_frames(frames, 12, raw, 1)
+        again = pack_frames(frames, 12, raw, 1, out=out)
+        assert np.shares_memory(again, out)
+        np.testing.assert_array_equal(again, fresh)
+    with pytest.raises(ValueError, match="C-contiguous uint8 array of at least"):
+        pack_frames(frames, 12, True, 1, out=np.zeros(size, np.uint8))
