@@ -88,19 +88,35 @@ def run_layout(chips: int, shape, frames_file: Path, work: Path, repeats: int) -
 
 
 def _acquisitions(ioc, chips: int, shape, repeats: int) -> list[dict]:
-    from caproto.sync.client import read, write
+    from caproto import ChannelType
+    from caproto.threading.client import Context
 
     from bluestem.frames import verify_file
 
-    os.environ.update(ioc.env)
-    pfx = ioc.prefix
+    os.environ.update(ioc.env)  # before this layout's CA client context exists
+    ctx = Context()
+    pvs: dict = {}
+
+    def pv(name):
+        if name not in pvs:  # channels kept: no search during an acquisition
+            (pvs[name],) = ctx.get_pvs(ioc.prefix + name, timeout=10)
+        return pvs[name]
 
     def put(name, value):
-        write(pfx + name, value, notify=True, timeout=30, repeater=False)
+        kind = {"data_type": ChannelType.STRING} if isinstance(value, str) else {}
+        pv(name).write(value, wait=True, timeout=30, **kind)
 
     def get(name):
-        data = read(pfx + name, timeout=10, repeater=False).data
+        data = pv(name).read(timeout=30).data
         return data[0] if len(data) == 1 else data
+
+    try:
+        return _run_depths(put, get, chips, shape, repeats, verify_file)
+    finally:
+        ctx.disconnect()
+
+
+def _run_depths(put, get, chips: int, shape, repeats: int, verify_file) -> list[dict]:
 
     sensor = 256 if chips == 1 else 512
     n = shape[0] * shape[1]
