@@ -114,13 +114,16 @@ def test_every_fine_scan_is_centred_on_a_particle(surveyed):
 
 def test_the_survey_found_the_particles_in_the_field(surveyed):
     from bluestem.loop import read_loop
+    from bluestem.twin import make_specimen
 
     _result, truth, docs, runs = surveyed
     rows = read_loop(docs).iterations
     survey = rows[0]
     entry = truth["acquisitions"][str(truth["files"][runs[survey.inputs[0]][1]])]
     centre = np.asarray(entry["displacement"]["scan_centre"])
-    particles = _particles()
+    # a feature is a particle, or an aggregate of touching ones (its mass-weighted centre)
+    specimen = make_specimen("nanoparticles", **SPECIMEN)
+    particles = np.concatenate([specimen.layout[0], specimen.aggregates()[0]])
     for f in survey.analysis["features"]:
         where = centre + np.array([f["y_nm"], f["x_nm"]]) * 1e-9
         off = _wrapped(particles - where)
