@@ -90,10 +90,11 @@ def test_a_raster_records_the_merlins_frames_in_place(merlin, counts):
 DTYPES = {1: np.uint8, 6: np.uint8, 12: np.uint16, 24: np.uint32}
 
 
-def every_depth(ca, counts, *, sensor: int, name: str) -> None:
+def every_depth(ca, counts, *, sensor: int, name: str) -> list[int]:
     """A small raster at each counter depth: the file holds exactly what was sent (the
     file's frames, clipped to the depth, centred on a ``sensor``² detector)."""
     shape, n = (3, 4), 12
+    done = []
     for depth in (1, 6, 12, 24):
         ca.put("DET:cam1:CounterDepth", str(depth))
         configure_scan(ca, shape=shape, frame=sensor, name=f"{name}-{depth}bit")
@@ -110,11 +111,13 @@ def every_depth(ca, counts, *, sensor: int, name: str) -> None:
         with h5py.File(path, "r") as f:
             header = reserved_text(f["metadata/merlin/acquisition_header"])
         assert f"Counter Depth (number):\t{depth}" in header
+        done.append(depth)
     ca.put("DET:cam1:CounterDepth", "12")
+    return done
 
 
 def test_every_counter_depth_single_chip_raw(merlin, counts):
-    every_depth(merlin[2], counts, sensor=256, name="single")
+    assert every_depth(merlin[2], counts, sensor=256, name="single") == [1, 6, 12, 24]
 
 
 def test_every_counter_depth_quad_binary(sim_factory, tmp_path_factory, counts):
@@ -125,7 +128,7 @@ def test_every_counter_depth_quad_binary(sim_factory, tmp_path_factory, counts):
                                   str(sim.command_port), "--data-port", str(sim.data_port),
                                   "--binary", ioc="merlin")  # fmt: skip
         assert ca.get("DET:cam1:MaxSizeX_RBV") == 512
-        every_depth(ca, counts, sensor=512, name="quad")
+        assert every_depth(ca, counts, sensor=512, name="quad") == [1, 6, 12, 24]
     finally:
         assert sim.stop() == 0
 
