@@ -19,6 +19,7 @@ from bluestem.instrument import (
 )
 
 from .settings import LONG_STRING, SettingsGroup, long_string, readback, setting
+from .status import wire_text
 from .validation import InvalidSetting, Limits
 
 __all__ = ["Camera"]
@@ -226,7 +227,7 @@ class Camera(SettingsGroup):
         await self.acquire.write(0, verify_value=False)
         await self.acquire_rbv.write(0)
         await self.detector_state.write(state.value)
-        await self.message.write(text[: LONG_STRING - 1])
+        await self.message.write(wire_text(text, LONG_STRING - 1))
 
     # -- what the instrument reads --------------------------------------------------------
     @property

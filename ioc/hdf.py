@@ -13,7 +13,9 @@ from caproto.server import pvproperty
 
 from bluestem.instrument import AutoIncrement, Compression, WriteStatus, names
 
+from .file_paths import check_file_name, check_file_path, check_full_name
 from .settings import LONG_STRING, SettingsGroup, long_string, readback, setting
+from .status import wire_text
 from .threads import run_in_background_thread
 from .validation import (
     InvalidSetting,
@@ -46,8 +48,8 @@ def format_file_name(template: str, path: str, name: str, number: int) -> str:
 class HDFWriter(SettingsGroup):
     """Where and how frames are written (prefix ``DET:HDF1:``).
 
-    PVs (settings with ``_RBV``): FilePath (an existing writable directory), FileName (a
-    name stem without ``/``),
+    PVs (settings with ``_RBV``): FilePath (an existing writable directory at or under the
+    IOC's data root), FileName (a name stem without ``/``, at most 200 bytes),
     FileTemplate (default ``%s%s_%6.6d.h5``), FileNumber, AutoIncrement (No/Yes),
     NumCapture (frames of an internally triggered file), Compression
     (None/bitshuffle-lz4); Capture (1 opens the file, 0 closes it; Capture_RBV);
@@ -73,12 +75,16 @@ class HDFWriter(SettingsGroup):
 
     @file_path.applies
     async def file_path(self, setting, value) -> None:
-        """FilePath must be an existing, writable directory (FilePathExists_RBV says)."""
+        """FilePath must be an existing, writable directory under the data root
+        (FilePathExists_RBV says) that the template formats a file in."""
+        pv = self.pv(setting.name).pvname
         try:
-            check_directory(self.pv(setting.name).pvname, value)
+            check_file_path(pv, value, self._root)
+            check_directory(pv, value)
         except InvalidSetting:
             await self.file_path_exists.write(0)
             raise
+        self._check_file(pv, value, path=value)
         await self.file_path_exists.write(1)
         await self.read_back(setting, value)
 
@@ -89,12 +95,9 @@ class HDFWriter(SettingsGroup):
     @file_name.applies
     async def file_name(self, setting, value) -> None:
         """FileName is a stem: the directory is FilePath."""
-        if not value or "/" in value or "\0" in value or value in (".", ".."):
-            raise InvalidSetting(
-                self.pv(setting.name).pvname,
-                f"{value!r} is not a file name stem (allowed: a non-empty name without "
-                "'/': the directory is FilePath)",
-            )
+        pv = self.pv(setting.name).pvname
+        check_file_name(pv, value)
+        self._check_file(pv, value, name=value)
         await self.read_back(setting, value)
 
     file_template, file_template_rbv = setting(
@@ -104,8 +107,9 @@ class HDFWriter(SettingsGroup):
 
     @file_template.applies
     async def file_template(self, setting, value) -> None:
-        """FileTemplate must format (path, name, number)."""
+        """FileTemplate must format (path, name, number) into a file in FilePath."""
         format_file_name(value, "", "", 0)
+        self._check_file(self.pv(setting.name).pvname, value, template=value)
         await self.read_back(setting, value)
 
     file_number, file_number_rbv = setting(
@@ -160,6 +164,7 @@ class HDFWriter(SettingsGroup):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._writer = None
+        self._root = ""  # the data root; set when the IOC starts
 
     @property
     def writer(self):
@@ -181,6 +186,18 @@ class HDFWriter(SettingsGroup):
             int(self.file_number_rbv.value),
         )
 
+    def _check_file(self, pv: str, value: str, *, path=None, name=None, template=None) -> str:
+        """The file a capture would open with one setting changed, if it is allowed."""
+        path = self.file_path_rbv.value if path is None else path
+        template = self.file_template_rbv.value if template is None else template
+        full = format_file_name(
+            template,
+            path,
+            self.file_name_rbv.value if name is None else name,
+            int(self.file_number_rbv.value),
+        )
+        return check_full_name(pv, value, full, path, self._root)
+
     def capture_length(self) -> int:
         """Frames of an internally triggered file (NumCapture_RBV)."""
         return int(self.num_capture_rbv.value)
@@ -188,7 +205,8 @@ class HDFWriter(SettingsGroup):
     # -- the file ---------------------------------------------------------------------
     async def started(self, data_dir: str) -> None:
         """The IOC starts: FilePath is ``data_dir`` (if given), FullFileName_RBV the
-        file a capture would open."""
+        file a capture would open. ``data_dir`` is the root the IOC writes under."""
+        self._root = os.path.realpath(data_dir) if data_dir else ""
         if data_dir:
             await self.file_path.write(data_dir, verify_value=False)
             await self.file_path_rbv.write(data_dir)
@@ -227,11 +245,12 @@ class HDFWriter(SettingsGroup):
         pv = self.capture.pvname
         path = self.file_path_rbv.value
         try:
+            check_file_path(self.file_path.pvname, path, self._root)
             check_directory(self.file_path.pvname, path)
         except InvalidSetting:
             await self.file_path_exists.write(0)
             raise
-        full = self.next_file()
+        full = self._check_file(pv, self.file_template_rbv.value)
         if os.path.exists(full):
             raise InvalidSetting(
                 pv, f"{full!r} exists and is never overwritten (allowed: a new FileNumber/Name)"
@@ -323,4 +342,4 @@ class HDFWriter(SettingsGroup):
 
     async def _write_status(self, ok: bool, message: str) -> None:
         await self.write_status.write((WriteStatus.OK if ok else WriteStatus.ERROR).value)
-        await self.write_message.write(message[: LONG_STRING - 1])
+        await self.write_message.write(wire_text(message, LONG_STRING - 1))

@@ -9,6 +9,7 @@ from caproto.server import pvproperty
 from bluestem.instrument import DWELL_MAX, ScanMode, ScanState, names
 
 from .settings import LONG_STRING, SettingsGroup, long_string, readback, setting, trigger
+from .status import wire_text
 from .validation import MAX_SCAN, InvalidSetting, Limits
 
 __all__ = ["ScanGenerator"]
@@ -179,7 +180,7 @@ class ScanGenerator(SettingsGroup):
     async def finished(self, state: ScanState, text: str) -> None:
         """The scan ended in ``state`` (Done, Aborted or Fault); ``text`` says how."""
         await self.state.write(state.value)
-        await self.message.write(text[: LONG_STRING - 1])
+        await self.message.write(wire_text(text, LONG_STRING - 1))
 
     # -- what the instrument reads --------------------------------------------------------
     def dwell_time(self) -> float:

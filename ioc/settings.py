@@ -31,7 +31,7 @@ from caproto.server.server import (
 )
 
 from .control import Controller
-from .status import StatusBoard
+from .status import StatusBoard, wire_text
 from .validation import InvalidSetting, Limits, check_choice, check_enum, check_limits
 
 __all__ = [
@@ -367,7 +367,7 @@ class SettingsGroup(PVGroup):
         )
         await instance.alarm.write(status=AlarmStatus.WRITE, severity=severity)
         if self.message_attr is not None:
-            await getattr(self, self.message_attr).write(message[: LONG_STRING - 1])
+            await getattr(self, self.message_attr).write(wire_text(message, LONG_STRING - 1))
         await self.board.flag(instance.pvname, message)
 
 

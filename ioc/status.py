@@ -12,10 +12,20 @@ from collections.abc import Awaitable, Callable
 
 from bluestem.instrument import Health
 
-__all__ = ["StatusBoard"]
+__all__ = ["StatusBoard", "wire_text"]
 
 #: Longest ``STATUS:Message`` text (a 256-character CHAR waveform, NUL-terminated).
 MESSAGE_LENGTH = 255
+
+
+def wire_text(text: str, length: int = MESSAGE_LENGTH) -> str:
+    """``text`` as a message PV can hold it: at most ``length`` characters, Latin-1.
+
+    caproto encodes CHAR waveforms as Latin-1; one character outside it (an ellipsis, a
+    Greek letter) makes every later read of the PV fail (``CaprotoConversionError``), so
+    such characters become ``?``.
+    """
+    return text.encode("latin-1", "replace").decode("latin-1")[:length]
 
 
 class StatusBoard:
@@ -67,4 +77,4 @@ class StatusBoard:
 
     async def _update(self, message: str | None = None) -> None:
         health, text = self.health(message)
-        await self._publish(health, text[:MESSAGE_LENGTH])
+        await self._publish(health, wire_text(text))

@@ -5,6 +5,7 @@ untouched."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -135,7 +136,8 @@ def test_file_path_missing_or_not_writable(ca, sim, bad):
     if bad == "FILE":
         bad = str(sim[2] / "a-file")
         Path(bad).write_text("not a directory")
-    why = "not writable" if bad == "/proc" else "does not exist"
+    # /proc exists but is not writable, and is outside the data root: that is named first
+    why = "outside the data root" if bad == "/proc" else "does not exist"
     check_refused(
         ca, "DET:HDF1:FilePath", bad, message_pv="DET:HDF1:WriteMessage", expect=[bad, why]
     )
@@ -198,3 +200,87 @@ def test_settings_refused_during_acquisition_but_beam_blank_works(ca):
     from bluestem.frames import verify_file
 
     assert verify_file(path).ok
+
+
+def _outside_files(ca, outside: Path) -> list[Path]:
+    """Run a small scan with the current settings; return what appeared ``outside``."""
+    configure_scan(ca, shape=(2, 2), frame=16, name="inside")
+    run_scan(ca)
+    return sorted(outside.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["%.0s{outside}/%s_%6.6d.h5", "%s../%s_%6.6d.h5", "%s%s/%6.6d.h5", "%s%s_%6.6d.h5/"],
+)
+def test_a_template_that_formats_a_file_outside_file_path_is_refused(ca, tmp_path, template):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    template = template.format(outside=outside)
+    good = ca.get_str("DET:HDF1:FileTemplate")
+    message = check_refused(
+        ca, "DET:HDF1:FileTemplate", template, message_pv="DET:HDF1:WriteMessage",
+        expect=[template, "allowed"],
+    )  # fmt: skip
+    assert "FilePath" in message or "names no file" in message
+    assert ca.get_str("DET:HDF1:FileTemplate_RBV") == good
+    assert _outside_files(ca, outside) == []
+    check_cleared(ca, "DET:HDF1:FileTemplate", good)
+
+
+@pytest.mark.parametrize("case", ["relative", "absolute", "symlink", "dotdot"])
+def test_a_file_path_outside_the_data_root_is_refused(ca, sim, tmp_path, case):
+    data = sim[2]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    bad = {
+        "relative": "../../x",
+        "absolute": str(outside),
+        "symlink": str(data / "link-out"),
+        "dotdot": f"{data}/../{tmp_path.name}/outside",
+    }[case]
+    if case == "symlink":
+        (data / "link-out").symlink_to(outside, target_is_directory=True)
+    why = "relative path" if case == "relative" else "outside the data root"
+    expect = [bad, why, os.path.realpath(data)]
+    good = ca.get_str("DET:HDF1:FilePath")
+    check_refused(ca, "DET:HDF1:FilePath", bad, message_pv="DET:HDF1:WriteMessage", expect=expect)
+    assert ca.get_str("DET:HDF1:FilePath_RBV") == good
+    assert _outside_files(ca, outside) == []
+    check_cleared(ca, "DET:HDF1:FilePath", good)
+
+
+def test_a_subdirectory_of_the_data_root_is_allowed(ca, sim):
+    sub = sim[2] / "session-7"
+    sub.mkdir(exist_ok=True)
+    good = ca.get_str("DET:HDF1:FilePath")
+    try:
+        ca.put("DET:HDF1:FilePath", str(sub))
+        configure_scan(ca, shape=(2, 2), frame=16, name="in-sub")
+        path = run_scan(ca)
+    finally:
+        ca.put("DET:HDF1:FilePath", good)
+    assert Path(path).parent == sub
+    from bluestem.frames import verify_file
+
+    assert verify_file(path).ok
+
+
+@pytest.mark.parametrize(
+    "name, expect",
+    [
+        ("a/b", ["a/b", "not a file name stem"]),
+        ("..", ["..", "not a file name stem"]),
+        ("../../etc/x", ["../../etc/x", "not a file name stem"]),
+        ("tab\there", ["control character", "allowed"]),
+        ("n" * 250, ["250 bytes", "at most 200 bytes"]),
+        ("n" * 5000, ["5000 bytes", "at most 200 bytes"]),  # accepted before
+    ],
+)
+def test_a_file_name_that_is_not_a_short_stem_is_refused(ca, sim, tmp_path, name, expect):
+    before = sorted(p.name for p in sim[2].iterdir())
+    good = ca.get_str("DET:HDF1:FileName")
+    check_refused(ca, "DET:HDF1:FileName", name, message_pv="DET:HDF1:WriteMessage", expect=expect)
+    assert ca.get_str("DET:HDF1:FileName_RBV") == good
+    assert sorted(p.name for p in sim[2].iterdir()) == before  # nothing written meanwhile
+    check_cleared(ca, "DET:HDF1:FileName", good)

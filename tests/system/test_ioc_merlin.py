@@ -9,6 +9,8 @@ computed independently: those frames, in order, clipped to the 12-bit counter.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -199,8 +201,9 @@ def test_a_session_raster_through_the_merlin_is_in_the_catalogue_frame_for_frame
     from bluestem.plans import raster
     from bluestem.session import build_session
 
-    _sim, ioc, _ca = merlin
-    data = tmp_path_factory.mktemp("merlin-session-data")
+    _sim, ioc, ca = merlin
+    data = Path(ca.get_str("DET:HDF1:FilePath_RBV")) / "session"  # under the IOC's data root
+    data.mkdir()
     server = start_server(tmp_path_factory.mktemp("merlin-catalog"),
                           api_key=secrets.token_hex(16), raw_dirs=[data])  # fmt: skip
     try:

@@ -74,8 +74,9 @@ def test_a_replayed_raster_runs_through_the_session_and_catalogue(replay, record
     from bluestem.plans import raster
     from bluestem.session import build_session
 
-    ioc, _ca, _ = replay
-    data = tmp_path_factory.mktemp("replay-session-data")
+    ioc, _ca, ioc_data = replay
+    data = ioc_data / "session"  # the IOC writes only under its data root
+    data.mkdir()
     server = start_server(tmp_path_factory.mktemp("replay-catalog"),
                           api_key=secrets.token_hex(16), raw_dirs=[data])  # fmt: skip
     try:
