@@ -108,7 +108,6 @@ class HDFWriter(SettingsGroup):
     @file_template.applies
     async def file_template(self, setting, value) -> None:
         """FileTemplate must format (path, name, number) into a file in FilePath."""
-        format_file_name(value, "", "", 0)
         self._check_file(self.pv(setting.name).pvname, value, template=value)
         await self.read_back(setting, value)
 
@@ -177,26 +176,19 @@ class HDFWriter(SettingsGroup):
         return self._writer is not None
 
     # -- what the instrument reads ----------------------------------------------------
-    def next_file(self) -> str:
-        """The file a capture would open now."""
+    def next_file(self, *, path=None, name=None, template=None) -> str:
+        """The file a capture would open now (or with one setting changed)."""
         return format_file_name(
-            self.file_template_rbv.value,
-            self.file_path_rbv.value,
-            self.file_name_rbv.value,
+            self.file_template_rbv.value if template is None else template,
+            self.file_path_rbv.value if path is None else path,
+            self.file_name_rbv.value if name is None else name,
             int(self.file_number_rbv.value),
         )
 
     def _check_file(self, pv: str, value: str, *, path=None, name=None, template=None) -> str:
-        """The file a capture would open with one setting changed, if it is allowed."""
-        path = self.file_path_rbv.value if path is None else path
-        template = self.file_template_rbv.value if template is None else template
-        full = format_file_name(
-            template,
-            path,
-            self.file_name_rbv.value if name is None else name,
-            int(self.file_number_rbv.value),
-        )
-        return check_full_name(pv, value, full, path, self._root)
+        """:meth:`next_file` with one setting changed, if it is allowed."""
+        full = self.next_file(path=path, name=name, template=template)
+        return check_full_name(pv, value, full, path or self.file_path_rbv.value, self._root)
 
     def capture_length(self) -> int:
         """Frames of an internally triggered file (NumCapture_RBV)."""
