@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ioc_client import CA, stop_and_check
+from ioc_client import CA, restore_settings, snapshot_settings, stop_and_check
 
 from bluestem.procs import IocProcess, ca_environment, start_ioc
 
@@ -63,9 +63,20 @@ def sim_factory(ca_env, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def sim(sim_factory):
-    """The shared IOC (default options): ``(IocProcess, CA, data_dir)``."""
-    return sim_factory("--seed", "7")
+def shared_sim(sim_factory):
+    """The worker's shared IOC (default options) and its settings as started:
+    ``((IocProcess, CA, data_dir), settings)``."""
+    started = sim_factory("--seed", "7")
+    return started, snapshot_settings(started[1])
+
+
+@pytest.fixture(scope="module")
+def sim(shared_sim):
+    """The shared IOC, ``(IocProcess, CA, data_dir)``, with the settings it started with:
+    each test file begins from the same IOC, whatever file ran before it on this worker."""
+    started, settings = shared_sim
+    restore_settings(started[1], settings)
+    return started
 
 
 @pytest.fixture

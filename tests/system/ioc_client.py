@@ -115,6 +115,50 @@ class CA:
         self.wait("DET:cam1:Acquire_RBV", lambda v: v == 0, timeout)
 
 
+# Settings a test file may change that the restore leaves alone: derived from others
+# (Fov = Step x Shape, square binning), or a counter that must only go up (FileNumber: a
+# lower number could name a file an earlier test wrote).
+_NOT_RESTORED = {"SCAN:FovX", "SCAN:FovY", "DET:cam1:BinY", "DET:HDF1:FileNumber"}
+# Applied before the rest: the binning must divide the frame size being restored.
+_FIRST = ("DET:cam1:BinX",)
+
+
+def setting_names() -> list[str]:
+    """Every setpoint PV of ``bluestem ioc sim`` (relative to its prefix), from the IOC's
+    own PV groups, in the order they are declared."""
+    from bluestem.ioc.instrument import Instrument
+    from bluestem.ioc.settings import Setpoint
+
+    def walk(cls, prefix: str):
+        for attr, prop in cls._pvs_.items():
+            # A group's _pvs_ also lists its subgroups' PVs, as "sub.attr": walked below.
+            if isinstance(prop, Setpoint) and "." not in attr:
+                yield prefix + prop.pvspec.name
+        for sub in cls._subgroups_.values():
+            yield from walk(sub.group_cls, prefix + sub.prefix)
+
+    names = [n for n in walk(Instrument, "") if n not in _NOT_RESTORED]
+    return [*_FIRST, *(n for n in names if n not in _FIRST)]
+
+
+def snapshot_settings(ca: CA) -> dict:
+    """The IOC's settings now: ``{name: value}`` (strings for CHAR waveforms)."""
+    return {n: ca.get_str(n) if ca._is_char(n) else ca.get(n) for n in setting_names()}
+
+
+def restore_settings(ca: CA, snapshot: dict) -> None:
+    """Put back every setting that differs from ``snapshot`` (the IOC must be idle), so a
+    test file starts from the same IOC whatever ran before it on the same worker."""
+    ca.wait_idle()
+    now = snapshot_settings(ca)
+    for name, value in snapshot.items():
+        if now[name] != value:
+            ca.put(name, value)
+    after = snapshot_settings(ca)
+    wrong = {n: (after[n], v) for n, v in snapshot.items() if after[n] != v}
+    assert not wrong, f"settings not restored (now, wanted): {wrong}"
+
+
 def configure_scan(ca: CA, *, shape=(16, 16), frame=64, dwell=1e-4, name="scan") -> None:
     """Settings for an externally triggered scan."""
     ca.put("DET:cam1:TriggerMode", "External")

@@ -152,7 +152,9 @@ def test_existing_file_is_never_overwritten(ca, earlier_file):
     number = ca.get("DET:HDF1:FileNumber")
     name = ca.get_str("DET:HDF1:FileName")
     ca.put("DET:HDF1:FileName", "earlier")
-    ca.put("DET:HDF1:FileNumber", 1)
+    # The number the earlier file was written with ({name}_{number:06d}.h5): whatever
+    # files this worker's IOC wrote before this module.
+    ca.put("DET:HDF1:FileNumber", int(Path(path).stem.rsplit("_", 1)[1]))
     try:
         check_refused(ca, "DET:HDF1:Capture", 1, message_pv="DET:HDF1:WriteMessage",
                 expect=["exists", "never overwritten"])  # fmt: skip
