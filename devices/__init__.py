@@ -8,6 +8,7 @@ from bluestem.instrument import dtype_of_depth  # kept here for compatibility
 
 from .areadetector import DetectorCam, HDF5Writer
 from .detector import AcquisitionError, PixelatedDetector
+from .liveness import Liveness, Watchdog
 from .microscope import Microscope
 from .paths import PathInfo, PathProvider, UUIDPathProvider
 from .put_errors import CheckedSignal, PutRefused, install_put_error_handling, put_checked
@@ -26,6 +27,7 @@ __all__ = [
     "CheckedSignal",
     "DetectorCam",
     "HDF5Writer",
+    "Liveness",
     "Microscope",
     "PathInfo",
     "PathProvider",
@@ -38,6 +40,7 @@ __all__ = [
     "VerifiedEnum",
     "VerifiedSetting",
     "VerifiedText",
+    "Watchdog",
     "dtype_of_depth",
     "install_put_error_handling",
     "put_checked",

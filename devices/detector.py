@@ -29,6 +29,7 @@ from bluestem.instrument import (
 )
 
 from .areadetector import DetectorCam, HDF5Writer, chunk_shape_of
+from .liveness import Liveness, Watchdog
 from .paths import PathProvider, UUIDPathProvider, resolve_path
 from .put_errors import put_checked
 from .stream import RowBatcher
@@ -82,9 +83,17 @@ class PixelatedDetector(Device):
         the sensor, recorded in the configuration and used for the angular calibration.
     timeout : float
         Seconds allowed for arming and for a step-mode frame.
+    stall_timeout : float
+        Watchdog of a fly scan: ``complete`` fails if neither ``NumCaptured_RBV`` nor
+        ``DroppedFrames_RBV`` changed for this many seconds while the scan was not
+        paused (a detector or scan generator that stopped delivering, an IOC whose CA
+        server answers but whose acquisition hangs). Longer than a row's dwell plus its
+        flyback.
 
     Attributes
     ----------
+    liveness : Liveness
+        The CA servers taken as not answering (shared by a session's devices).
     path_provider : PathProvider
         Where the files go.
     file_stem : str
@@ -104,11 +113,14 @@ class PixelatedDetector(Device):
         path_provider: PathProvider | None = None,
         pixel_size: float = PIXEL_SIZE,
         timeout: float = 30.0,
+        stall_timeout: float = 10.0,
         **kwargs,
     ):
         super().__init__(prefix, **kwargs)
         if not pixel_size > 0:
             raise ValueError(f"pixel_size {pixel_size!r} m: allowed > 0")
+        if not 0 < stall_timeout <= 3600:
+            raise ValueError(f"stall_timeout {stall_timeout!r} s: allowed 0 < s <= 3600")
         if (root_path is None) == (path_provider is None):
             raise ValueError(
                 f"root_path={root_path!r}, path_provider={path_provider!r}: allowed one "
@@ -124,6 +136,9 @@ class PixelatedDetector(Device):
         self.root_path.put(str(Path(root)) if str(root) else "")
         self.pixel_size.put(float(pixel_size))
         self.timeout = timeout
+        self.stall_timeout = float(stall_timeout)
+        self.liveness = Liveness()
+        self._paused = False
         self._mode = "fly"
         self._stem = ""
         self._chunks: list[int] = []
@@ -222,16 +237,23 @@ class PixelatedDetector(Device):
 
         return status_of_thread(self, work, "kickoff")
 
+    def _lost(self, why: str) -> AcquisitionError:
+        return AcquisitionError(
+            f"{self.name}: lost the detector IOC ({why}) while capturing to {self._file or '?'}"
+        )
+
     def _read(self, signal) -> Any:
         """A PV of the IOC's, or :class:`AcquisitionError` naming this detector when the
-        IOC went away (whichever of complete() and collect() notices first)."""
+        IOC went away or stopped answering (whichever of complete() and collect()
+        notices first; at once once :attr:`liveness` knows)."""
+        why = self.liveness.lost(signal)
+        if why is not None:
+            raise self._lost(why)
         try:
             return signal.get(use_monitor=False)
         except Exception as exc:
-            raise AcquisitionError(
-                f"{self.name}: lost the detector IOC ({signal.pvname}: "
-                f"{type(exc).__name__}: {exc}) while capturing to {self._file or '?'}"
-            ) from exc
+            self.liveness.mark(signal, exc)
+            raise self._lost(f"{signal.pvname}: {type(exc).__name__}: {exc}") from exc
 
     def _counter(self, signal) -> int:
         return int(self._read(signal))
@@ -252,6 +274,9 @@ class PixelatedDetector(Device):
         write error."""
 
         def work():
+            why = self.liveness.lost(self.hdf.capture_rbv)
+            if why is not None:  # not even subscribed to: (un)subscribing waits too
+                raise self._lost(why)
             # Woken by the Capture_RBV monitor as soon as the file closes; the poll stays
             # for the write-error checks (and a monitor that never comes).
             closed = threading.Event()
@@ -261,9 +286,19 @@ class PixelatedDetector(Device):
                     closed.set()
 
             token = self.hdf.capture_rbv.subscribe(watch, run=False)
+            watchdog = Watchdog(self.stall_timeout)
             try:
                 while self._capturing():
                     self._check_writer()
+                    progress = (self._counter(self.hdf.num_captured),
+                                self._counter(self.hdf.dropped_frames))  # fmt: skip
+                    if watchdog.stalled(progress, paused=self._paused):
+                        raise AcquisitionError(
+                            f"{self.name}: no frame for {self.stall_timeout:g} s "
+                            f"({self.hdf.num_captured.pvname} stuck at {progress[0]}, "
+                            f"{progress[1]} dropped) while capturing to {self._file}: the "
+                            "detector or the scan stopped delivering (stall_timeout)"
+                        )
                     closed.wait(POLL)
             finally:
                 self.hdf.capture_rbv.unsubscribe(token)
@@ -370,14 +405,34 @@ class PixelatedDetector(Device):
         ky, kx = self.cam.frame_shape()
         return {**super().describe(), self.image_key: self._datum_key([ky, kx])}
 
+    def pause(self) -> None:
+        """The RunEngine paused: the scan holds, so the stall watchdog waits too."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """The RunEngine resumed: the stall watchdog counts again from now."""
+        self._paused = False
+
+    def stage(self) -> list:
+        """A new run: every CA server is tried again, the watchdog unpaused."""
+        self.liveness.clear()
+        self._paused = False
+        return super().stage()
+
     def stop(self, *, success: bool = False) -> None:
         """End an acquisition (a plan's abort/stop, or unstage): the IOC closes the file,
         keeping every frame already taken. Reports, never raises: it runs while a run is
         being ended and must not hide the error that ended it."""
+        why = self.liveness.lost(self.cam.acquire_rbv)
+        if why is not None:
+            logger.error("%s: not stopping the acquisition: %s", self.name, why)
+            super().stop(success=success)
+            return
         try:
             if self.connected and self.cam.acquire_rbv.get(use_monitor=False) == 1:
                 put_checked(self.cam.acquire, 0, timeout=5.0)
         except Exception as exc:
+            self.liveness.mark(self.cam.acquire, exc)
             logger.error("%s: could not stop the acquisition: %s", self.name, exc)
         super().stop(success=success)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignalRO, Kind
 
+from .liveness import Liveness
 from .text import TextSignalRO
 from .verified import VerifiedEnum, VerifiedSetting
 
@@ -47,6 +48,11 @@ class Microscope(Device):
     stage_alpha = _setting("StageAlpha", 0.01)  # deg
     stage_beta = _setting("StageBeta", 0.01)  # deg
     message = Cpt(TextSignalRO, "StatusMessage_RBV", kind=Kind.omitted)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        #: The CA servers taken as not answering (shared by a session's devices).
+        self.liveness = Liveness()
 
     #: The settings a plan may change (``series(..., setting=...)``).
     SETTINGS = (

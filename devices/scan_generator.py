@@ -9,6 +9,7 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 
 from bluestem.instrument import ScanState
 
+from .liveness import Liveness
 from .put_errors import CheckedSignal, put_checked
 from .text import TextSignalRO
 from .verified import VerifiedEnum, VerifiedSetting
@@ -86,13 +87,23 @@ class ScanGenerator(Device):
             },
         }
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        #: The CA servers taken as not answering (shared by a session's devices).
+        self.liveness = Liveness()
+
     def _put(self, signal, value, what: str) -> None:
         # Called from the RunEngine's pause/stop/unstage paths: report, never raise, so
         # one unreachable IOC does not hide the error that ended the run.
+        why = self.liveness.lost(signal)
+        if why is not None:
+            logger.error("%s: not trying to %s the scan: %s", self.name, what, why)
+            return
         try:
             if self.connected:
                 put_checked(signal, value, timeout=5.0)
         except Exception as exc:
+            self.liveness.mark(signal, exc)
             logger.error("%s: could not %s the scan: %s", self.name, what, exc)
 
     def pause(self) -> None:
@@ -106,11 +117,15 @@ class ScanGenerator(Device):
     def stop(self, *, success: bool = False) -> None:
         """End a running or held scan early (keeps every frame already taken)."""
         try:
+            why = self.liveness.lost(self.state)
+            if why is not None:
+                raise TimeoutError(why)
             running = self.connected and self.state.get(use_monitor=False) in (
                 ScanState.RUNNING,
                 ScanState.PAUSED,
             )
         except Exception as exc:
+            self.liveness.mark(self.state, exc)
             logger.error("%s: scan state unknown (%s); sending Stop", self.name, exc)
             running = True
         if running:
@@ -118,7 +133,9 @@ class ScanGenerator(Device):
         self._put(self.hold, 0, "release")
 
     def stage(self) -> list:
-        """A scan of this plan starts unheld, whatever an earlier session left."""
+        """A scan of this plan starts unheld, whatever an earlier session left (every
+        CA server is tried again)."""
+        self.liveness.clear()
         self._put(self.hold, 0, "release")
         return super().stage()
 

@@ -109,7 +109,11 @@ class CounterMonitor:
         """
         if not self.active:
             return
+        liveness = getattr(self.signal.root, "liveness", None)
         try:
+            why = liveness.lost(self.signal) if liveness is not None else None
+            if why is not None:
+                raise TimeoutError(why)  # not waited for (bluestem.devices.liveness)
             final = int(self.signal.get(use_monitor=False))
         except Exception as exc:
             logger.error("%s: final value unknown (%s: %s); not waiting for it",

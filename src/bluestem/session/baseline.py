@@ -22,6 +22,11 @@ __all__ = ["Baseline", "baseline_wrapper"]
 logger = logging.getLogger(__name__)
 
 
+def _lost(device) -> str | None:
+    liveness = getattr(device, "liveness", None)
+    return liveness.lost_device(device) if liveness is not None else None
+
+
 def baseline_wrapper(plan, devices, name: str = "baseline") -> MsgGenerator:
     """Read ``devices`` into stream ``name`` after ``open_run`` and before ``close_run``.
 
@@ -36,6 +41,14 @@ def baseline_wrapper(plan, devices, name: str = "baseline") -> MsgGenerator:
         yield from bps.trigger_and_read(devices, name=name)
 
     def tail() -> MsgGenerator[str]:
+        # A device whose IOC stopped answering during the run is not read again: each
+        # of its signals would wait out its own timeout (bluestem.devices.liveness).
+        lost = [f"{d.name}: {why}" for d in devices
+                if (why := _lost(d)) is not None]  # fmt: skip
+        if lost:
+            why = "; ".join(lost)
+            logger.warning("the %s after the run was not read: %s", name, why)
+            return why
         try:
             yield from bps.trigger_and_read(devices, name=name)
         except Exception as exc:

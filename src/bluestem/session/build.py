@@ -185,6 +185,18 @@ def _catalog_client(catalog: dict, timeout: float = CATALOG_START_TIMEOUT):
     return None
 
 
+def _share_liveness(devices: dict) -> None:
+    """One record of the CA servers that stopped answering for every device that keeps
+    one (bluestem's devices: ``liveness``), so that one device's timeout spares the
+    others the wait when they live in the same IOC (see bluestem.devices.liveness)."""
+    keeping = [d for d in devices.values() if hasattr(getattr(d, "liveness", None), "lost")]
+    if keeping:
+        # A fresh record of the devices' own kind: the core does not import devices/.
+        shared = type(keeping[0].liveness)()
+        for device in keeping:
+            device.liveness = shared
+
+
 def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) -> Session:
     """Build a RunEngine session from an inventory (mapping or YAML path).
 
@@ -226,6 +238,7 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
 
     ophyd.set_cl(cfg.control_layer)
     devices = {s.name: s.cls(s.prefix, name=s.name, **s.kwargs) for s in cfg.devices}
+    _share_liveness(devices)
     if connect:
         _connect(devices, cfg.connect_timeout)
 
