@@ -15,7 +15,7 @@ from bluestem.instrument import AutoIncrement, Compression, WriteStatus, names
 
 from .file_paths import check_file_name, check_file_path, check_full_name
 from .settings import LONG_STRING, SettingsGroup, long_string, readback, setting
-from .status import wire_text
+from .status import error_text, wire_text
 from .threads import run_in_background_thread
 from .validation import (
     InvalidSetting,
@@ -319,7 +319,9 @@ class HDFWriter(SettingsGroup):
                 f"({dropped} dropped) to {summary.path} in {summary.seconds:.2f} s",
             )
         else:
-            await self._write_status(False, f"{WriteStatus.ERROR}: {error}")
+            why = error_text(error) if error is not None else "the writer gave no summary"
+            file = self.full_file_name.value
+            await self._write_status(False, f"{WriteStatus.ERROR}: {why} (file {file})")
         await self.capture.write(0, verify_value=False)
         await self.capture_rbv.write(0)
         if self.auto_increment_rbv.value == AutoIncrement.YES:

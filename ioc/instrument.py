@@ -12,10 +12,12 @@ submits them, and a 10 Hz hook publishes its counters and finishes the acquisiti
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 
+from caproto import AlarmSeverity, AlarmStatus
 from caproto.server import SubGroup
 
 from bluestem.instrument import DetectorState, Health, ScanState, names
@@ -27,9 +29,9 @@ from .hidden import HiddenState
 from .metadata import calibration, file_metadata
 from .microscope import Microscope
 from .scan_generator import ScanGenerator
-from .settings import SettingsGroup, long_string, readback
+from .settings import SettingsGroup, long_string, readback, trigger
 from .source import FrameRecipe, FrameSource, Readback, StreamRequest
-from .status import StatusBoard
+from .status import StatusBoard, error_text
 from .twin_source import TwinSource
 from .validation import InvalidSetting
 
@@ -48,6 +50,16 @@ FINISH_POLL = 0.02
 # How an engine's end reads on the detector and the scan.
 DETECTOR_END = {EngineState.FAULT: DetectorState.ERROR, EngineState.ABORTED: DetectorState.ABORTED}
 SCAN_END = {EngineState.FAULT: ScanState.FAULT, EngineState.ABORTED: ScanState.ABORTED}
+
+
+logger = logging.getLogger(__name__)
+
+#: The CA alarm severity of each ``STATUS`` (an alarm handler's colours).
+HEALTH_SEVERITY = {
+    Health.OK: AlarmSeverity.NO_ALARM,
+    Health.WARN: AlarmSeverity.MINOR_ALARM,
+    Health.FAULT: AlarmSeverity.MAJOR_ALARM,
+}
 
 
 @dataclass(frozen=True)
@@ -77,8 +89,9 @@ def _no_file(path: str, text: str) -> None:
 class Instrument(SettingsGroup):
     """The whole simulated instrument.
 
-    PVs: ``STATUS`` (OK/WARN/FAULT: overall health for an operator) and
-    ``STATUS:Message``, plus the sub-groups :class:`Microscope` (``MIC:``),
+    PVs: ``STATUS`` (OK/WARN/FAULT: overall health for an operator, with the CA alarm
+    severity NO_ALARM/MINOR/MAJOR), ``STATUS:Message`` and ``STATUS:Acknowledge`` (1
+    clears a FAULT without restarting the IOC), plus the sub-groups :class:`Microscope` (``MIC:``),
     :class:`ScanGenerator` (``SCAN:``), :class:`Camera` (``DET:cam1:``) and
     :class:`HDFWriter` (``DET:HDF1:``).
 
@@ -101,6 +114,15 @@ class Instrument(SettingsGroup):
     status_message = long_string(
         "STATUS:Message", Health.OK, "Why STATUS is not OK.", read_only=True
     )
+    acknowledge = trigger(
+        "STATUS:Acknowledge", "Write 1 to acknowledge and clear a FAULT (the IOC stays up)."
+    )
+
+    @acknowledge.fires
+    async def acknowledge(self):
+        fault = await self.board.acknowledge()
+        if fault is not None:
+            logger.warning("fault acknowledged and cleared: %s", fault)
 
     def __init__(
         self,
@@ -141,7 +163,10 @@ class Instrument(SettingsGroup):
         return self._engine is not None or self.hdf.capturing
 
     async def _publish_health(self, health: Health, message: str) -> None:
-        await self.status.write(health.value)
+        # A real CA alarm, so that alarm handlers and display managers colour it too.
+        severity = HEALTH_SEVERITY[health]
+        alarm = AlarmStatus.NO_ALARM if severity == AlarmSeverity.NO_ALARM else AlarmStatus.STATE
+        await self.status.write(health.value, status=alarm, severity=severity)
         await self.status_message.write(message)
 
     def hold_scan(self, on: bool) -> None:
@@ -357,7 +382,7 @@ class Instrument(SettingsGroup):
                                        error=error)  # fmt: skip
         text = f"{snap.state}: {snap.submitted} frames, {snap.dropped} dropped"
         if error is not None:
-            text = f"{DetectorState.ERROR}: {error}"
+            text = f"{DetectorState.ERROR}: {error_text(error)}"
         await self.cam.finished(DETECTOR_END.get(snap.state, DetectorState.IDLE), text)
         if kind == "scan":
             state = SCAN_END.get(snap.state, ScanState.DONE)
@@ -365,7 +390,7 @@ class Instrument(SettingsGroup):
                 state = ScanState.ABORTED
             await self.scan.finished(state, text)
         if error is not None:
-            await self.board.fault(f"acquisition failed: {error}")
+            await self.board.fault(f"acquisition failed: {error_text(error)}")
 
     # -- process exit ----------------------------------------------------------------
     def shutdown(self, timeout: float = 30.0) -> None:

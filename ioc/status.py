@@ -8,11 +8,13 @@ publishes them.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Awaitable, Callable
 
 from bluestem.instrument import Health
 
-__all__ = ["StatusBoard", "wire_text"]
+__all__ = ["StatusBoard", "error_text", "wire_text"]
 
 #: Longest ``STATUS:Message`` text (a 256-character CHAR waveform, NUL-terminated).
 MESSAGE_LENGTH = 255
@@ -26,6 +28,27 @@ def wire_text(text: str, length: int = MESSAGE_LENGTH) -> str:
     such characters become ``?``.
     """
     return text.encode("latin-1", "replace").decode("latin-1")[:length]
+
+
+def error_text(exc: BaseException) -> str:
+    """A one-line account of ``exc`` for a message PV.
+
+    An operating-system error (HDF5 passes ``errno`` through: ENOSPC, EIO, EROFS ...)
+    leads with what the system said and its symbol, then HDF5's first clause, without the
+    multi-line detail HDF5 appends (a timestamp, the descriptor), which the PV would cut:
+    ``No space left on device (ENOSPC): Can't write unprocessed chunk data``.
+    """
+    if isinstance(exc, OSError) and exc.errno:
+        name = errno.errorcode.get(exc.errno, f"errno {exc.errno}")
+        detail = str(exc.strerror or "").split(" (", 1)[0].strip()
+        said = os.strerror(exc.errno)
+        text = f"{said} ({name})"
+        if detail and detail != said:
+            text += f": {detail}"
+        if exc.filename:
+            text += f" ({exc.filename})"
+        return text
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class StatusBoard:
@@ -63,9 +86,16 @@ class StatusBoard:
             await self._update()
 
     async def fault(self, message: str) -> None:
-        """Post a fault: ``STATUS=FAULT`` with ``message`` from now on."""
+        """Post a fault: ``STATUS=FAULT`` with ``message`` until acknowledged."""
         self._fault = message
         await self._update()
+
+    async def acknowledge(self) -> str | None:
+        """The operator acknowledged the fault (``STATUS:Acknowledge``): it is cleared
+        (the flags of refused writes stay). Returns the fault's message, or None."""
+        fault, self._fault = self._fault, None
+        await self._update()
+        return fault
 
     def health(self, message: str | None = None) -> tuple[Health, str]:
         """The health and message now (``message``: the newest flag's, if just flagged)."""

@@ -44,6 +44,7 @@ def check_refused(ca, pv, value, *, message_pv, expect):
     for word in expect:
         assert word in message, message
     assert ca.get("STATUS") == "WARN"
+    assert ca.alarm("STATUS") == (AlarmStatus.STATE, AlarmSeverity.MINOR_ALARM)
     assert pv in ca.get_str("STATUS:Message")
     after = ca.get(pv)
     if isinstance(before, str | int | float):
@@ -57,6 +58,7 @@ def check_cleared(ca, pv, value, *, last=True):
     assert ca.alarm(pv) == (AlarmStatus.NO_ALARM, AlarmSeverity.NO_ALARM)
     if last:
         assert ca.get("STATUS") == "OK", ca.get_str("STATUS:Message")
+        assert ca.alarm("STATUS") == (AlarmStatus.NO_ALARM, AlarmSeverity.NO_ALARM)
 
 
 @pytest.fixture(autouse=True)

@@ -163,6 +163,28 @@ def test_dropped_frames_are_flagged_and_unwritten_chunks_refused(tmp_path):
         assert info.value.first_missing == 7 and info.value.available == 2
         assert "frame 7 is not written" in str(info.value)
         np.testing.assert_array_equal(r.read(10, 11), data[10:])
+        # The writer closed the file: the unwritten chunk reads as zeros, flagged.
+        assert r.writer_closed()
+        got, written = r.read_written(5, 6)
+        assert written.tolist() == [True, True, False, False, False, True]
+        np.testing.assert_array_equal(got[[0, 1, 5]], data[[5, 6, 10]])
+        assert not got[2:5].any()
+
+
+def test_a_missing_chunk_of_a_closed_file_is_missing_not_late(tmp_path):
+    """The live reduction's read: frames of a chunk a closed file will never hold come
+    back at once as not received (a disk that filled), not after a 10 s timeout."""
+    from bluestem.reduce.blocks import read_received
+
+    path = tmp_path / "short.h5"
+    data = write(path, skip=(7, 8, 9))
+    with FrameReader(path) as r:
+        t0 = time.monotonic()
+        got, received = read_received(r, 0, 11)
+        assert time.monotonic() - t0 < 1.0
+    assert received.tolist() == [True] * 7 + [False] * 3 + [True]
+    np.testing.assert_array_equal(got[received], data[:11][received])
+    assert not got[~received].any()
 
 
 def test_reads_a_file_while_the_writer_is_writing_it(tmp_path):
@@ -185,6 +207,7 @@ def test_reads_a_file_while_the_writer_is_writing_it(tmp_path):
             np.testing.assert_array_equal(r.read(7, 28), data[7:35])
             with pytest.raises(FramesNotWritten):
                 r.rows(5, 6)
+            assert not r.writer_closed()  # still writing: a missing chunk may yet come
             w.submit(35, data[35:])
             w.close()
             r.refresh()

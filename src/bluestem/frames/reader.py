@@ -204,6 +204,34 @@ class FrameReader:
             return self._read_direct(first, count, chunks)
         return self._read_pipeline(first, count, chunks)
 
+    def read_written(self, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frames ``first .. first+count-1`` and whether each one's chunk is on disk: a
+        chunk that is not reads as zeros (``False``). For a file whose writer stopped
+        before writing every chunk (a disk that filled, a killed IOC), where
+        :meth:`read` would raise :class:`FramesNotWritten` for ever.
+        """
+        first, count = self._check_range(first, count)
+        out = np.zeros((count, *self.frame_shape), dtype=self.dtype)
+        written = np.zeros(count, dtype=bool)
+        index, left = first, count
+        while left > 0:
+            n = self._grid.locate(index, left)[2]  # the frames of one chunk
+            try:
+                out[index - first : index - first + n] = self.read(index, n)
+                written[index - first : index - first + n] = True
+            except FramesNotWritten:
+                pass
+            index += n
+            left -= n
+        return out, written
+
+    def writer_closed(self) -> bool:
+        """Whether the writer has closed the file (its superblock no longer says open
+        for writing): a chunk not on disk then never will be."""
+        from bluestem.frames.repair import read_superblock
+
+        return not read_superblock(self.path).unclosed
+
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Scan rows ``start .. stop-1`` as ``(stop-start, nx, ky, kx)`` (a series is one
         row)."""

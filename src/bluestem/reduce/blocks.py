@@ -117,7 +117,8 @@ def read_received(
     With ``wait``, frames the ``received`` map does not show yet are read again for up to
     ``RECEIVED_GRACE``: the writer counts a frame as written (NumCaptured_RBV) before its
     flush makes the map visible to this reader. Frames still not received after that are
-    dropped or late, and returned as such.
+    dropped or late, and returned as such; so are the frames of chunks a writer that has
+    closed the file never wrote (it failed: a full disk).
 
     A checksum mismatch is read again a few times first: a chunk written with a gap is
     rewritten in place when its late frame arrives, and a read during that rewrite sees
@@ -135,6 +136,11 @@ def read_received(
             if not wait or received.all() or time.monotonic() > grace:
                 return frames, received
         except FramesNotWritten:
+            if reader.writer_closed():
+                # The writer stopped short (disk full, a fault): the missing chunks
+                # will never come, so their frames are missing, not late.
+                frames, written = reader.read_written(first, count)
+                return frames, reader.received(first, count) & written
             if not wait or time.monotonic() > deadline:
                 raise
         except ChecksumError:
