@@ -98,3 +98,26 @@ def server(sim, tmp_path_factory):
     yield handle
     handle.stop()
     assert not handle.alive()
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(size_mb) -> Path``: a small RAM disk to fill up (needs root to mount, as
+    this project's CI has); unmounted after the test."""
+    import subprocess
+
+    mounts = []
+
+    def mount(size_mb: int) -> Path:
+        where = tmp_path / f"disk{len(mounts)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs",
+                               str(where)], capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): needs root")
+        mounts.append(where)
+        return where
+
+    yield mount
+    for where in mounts:
+        subprocess.run(["umount", "-l", str(where)], check=False)

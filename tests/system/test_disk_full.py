@@ -6,7 +6,6 @@ next capture works without restarting the IOC."""
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -31,16 +30,8 @@ def _file_of(docs) -> str:
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A tmpfs of SIZE_MB MB at tmp_path/disk (needs root, as a facility's CI has)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SIZE_MB}m", "tmpfs",
-                           str(mount)], capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): needs root")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_disk(tmpfs):
+    return tmpfs(SIZE_MB)
 
 
 def fill(path: Path, leave: int = 0) -> None:
@@ -147,3 +138,50 @@ def test_a_disk_that_fills_mid_scan_fails_the_run_cleanly_and_recovers(
         assert ca.get("DET:HDF1:WriteStatus") == "Write OK"
     finally:
         s.close()
+
+
+def _doc(i: int, descriptor: str, size: int) -> dict:
+    return {"uid": f"e{i}", "descriptor": descriptor, "seq_num": i, "time": i,
+            "data": {"x": "y" * size}, "timestamps": {"x": i}, "filled": {}}  # fmt: skip
+
+
+def test_the_journal_on_a_full_disk_keeps_whole_lines_and_uses_its_reserve(tmpfs, caplog):
+    """The journal's disk fills (the same disk as the frames): the reserve lets the run
+    finish with its stop document; once that is gone too, the failing document is
+    refused loudly and the file keeps every document before it, no torn line; and
+    ``bluestem sync``'s reader reads it all."""
+    from bluestem.journal import DocumentJournal, read_documents
+
+    disk = tmpfs(1)
+    journal = DocumentJournal(disk / "journal", reserve_bytes=128 * 1024)
+    start = {"uid": "run-1", "time": 0.0, "scan_id": 1}
+    journal("start", start)
+    assert journal.reserve.stat().st_size == 128 * 1024
+    journal("descriptor", {"uid": "d", "run_start": "run-1", "data_keys": {}, "time": 0})
+    fill(disk / "filler")  # the rest of the disk is taken
+    written = 2
+    with caplog.at_level("ERROR", logger="bluestem.journal.writer"):
+        for i in range(10):  # 10 x 4 kB fit in the reserve once it is given up
+            journal("event", _doc(i, "d", 4000))
+            written += 1
+        journal("stop", {"uid": "s", "run_start": "run-1", "time": 1, "exit_status": "success"})
+    assert "gave up the 131072-byte reserve" in caplog.text
+    assert not journal.reserve.exists()
+    path = journal.path_for(start)
+    names = [n for n, _ in read_documents(path)]
+    assert names == ["start", "descriptor"] + ["event"] * 10 + ["stop"]
+
+    # A second run with no reserve left: the first document that does not fit is refused.
+    start2 = {"uid": "run-2", "time": 0.0, "scan_id": 2}
+    with pytest.raises(OSError) as info:
+        journal("start", start2)
+        journal("descriptor", {"uid": "d2", "run_start": "run-2", "data_keys": {}, "time": 0})
+        for i in range(1000):
+            journal("event", _doc(i, "d2", 4000))
+    assert "was not written" in str(info.value) and "keeps the" in str(info.value)
+    path2 = journal.path_for(start2)
+    data = path2.read_bytes()
+    assert data == b"" or data.endswith(b"\n")  # no torn last line
+    kept = list(read_documents(path2))
+    assert f"keeps the {len(kept)} before it" in str(info.value)
+    journal.close()

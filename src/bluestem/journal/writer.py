@@ -7,6 +7,7 @@ run's file while the run is written, and marks every run ``.unsynced`` at its st
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -27,18 +28,36 @@ logger = logging.getLogger(__name__)
 NOT_UPLOADED = "not uploaded to a catalogue yet (bluestem sync uploads it)"
 
 
+#: Bytes kept in ``DIR/.reserve`` and given up when the journal's disk is full, so that
+#: the runs in progress can still write their stop documents.
+RESERVE_BYTES = 1024**2
+
+
 class _OpenRun:
     def __init__(self, path: Path):
         self.path = path
-        self.file = open(path, "ab")  # noqa: SIM115 (kept open for the run's lifetime)
+        # Unbuffered: each document is one write of whole lines, which append() undoes
+        # if it fails part-way, so the file never ends in a torn line.
+        self.file = open(path, "ab", buffering=0)  # noqa: SIM115 (open for the run)
         if fcntl is not None:
             fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.size = os.fstat(self.file.fileno()).st_size
         self.unsynced_docs = 0
         self.last_sync = time.monotonic()
         self.count = 0
 
+    def append(self, data: bytes) -> None:
+        """Write ``data`` whole, or leave the file as it was and raise."""
+        fd, done = self.file.fileno(), 0
+        try:
+            while done < len(data):
+                done += os.write(fd, data[done:])
+        except OSError:
+            os.ftruncate(fd, self.size)  # no torn line: the earlier documents intact
+            raise
+        self.size += len(data)
+
     def fsync(self) -> None:
-        self.file.flush()
         os.fsync(self.file.fileno())
         self.unsynced_docs = 0
         self.last_sync = time.monotonic()
@@ -59,28 +78,58 @@ class DocumentJournal:
         Seconds between fsyncs while a run goes on (also fsynced at start and stop).
     fsync_every : int
         Fsync after this many documents even if ``fsync_interval`` has not passed.
+    reserve_bytes : int
+        Size of ``DIR/.reserve``, a file the journal deletes when its disk is full so
+        that the documents in flight (a run's stop document) still fit; 0: none.
 
     Notes
     -----
     Subscribe it before any catalogue writer so that a document is on disk before
     anything else can fail on it.  A failure of the journal itself (disk full) is
     raised: losing the record of last resort must stop the run, unlike a catalogue
-    outage.
+    outage. On a full disk the reserve is given up first (logged as an error) and the
+    write tried again; a write that still fails leaves the run's file as it was before
+    that document (never a torn last line) and raises ``OSError`` naming the file.
     """
 
     def __init__(
-        self, directory: str | os.PathLike, *, fsync_interval: float = 1.0, fsync_every: int = 500
+        self,
+        directory: str | os.PathLike,
+        *,
+        fsync_interval: float = 1.0,
+        fsync_every: int = 500,
+        reserve_bytes: int = RESERVE_BYTES,
     ):
         if fsync_interval <= 0:
             raise ValueError(f"fsync_interval must be > 0 s, got {fsync_interval}")
         if fsync_every < 1:
             raise ValueError(f"fsync_every must be >= 1, got {fsync_every}")
+        if not 0 <= reserve_bytes <= 1024**3:
+            raise ValueError(f"reserve_bytes must be in [0, 1 GiB], got {reserve_bytes}")
         self.directory = Path(directory)
         self.fsync_interval = float(fsync_interval)
         self.fsync_every = int(fsync_every)
         self._runs: dict[str, _OpenRun] = {}
         self._owner: dict[str, str] = {}  # descriptor / resource uid -> start uid
         self._encoder = JournalEncoder(separators=(",", ":"))
+        self.reserve_bytes = int(reserve_bytes)
+        self.reserve = self.directory / ".reserve"
+
+    def _keep_reserve(self) -> None:
+        """(Re)create the reserve if it is missing and the disk has room (else later)."""
+        if not self.reserve_bytes or self.reserve.exists():
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.reserve, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.reserve_bytes)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self.reserve.unlink(missing_ok=True)
+            logger.warning("journal: no room for the %d-byte reserve in %s (%s)",
+                           self.reserve_bytes, self.directory, exc)  # fmt: skip
 
     def path_for(self, start_doc: dict) -> Path:
         """The journal file of the run that ``start_doc`` opens."""
@@ -89,6 +138,7 @@ class DocumentJournal:
 
     def __call__(self, name: str, doc: dict) -> None:
         if name == "start":
+            self._keep_reserve()
             path = self.path_for(doc)
             path.parent.mkdir(parents=True, exist_ok=True)
             run = self._runs[doc["uid"]] = _OpenRun(path)
@@ -119,8 +169,20 @@ class DocumentJournal:
         self._runs.clear()
 
     def _write(self, run: _OpenRun, name: str, doc: dict) -> None:
-        line = self._encoder.encode({"name": name, "doc": doc}) + "\n"
-        run.file.write(line.encode())
+        line = (self._encoder.encode({"name": name, "doc": doc}) + "\n").encode()
+        try:
+            run.append(line)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or not self.reserve.exists():
+                raise OSError(exc.errno, f"journal {run.path}: the {name} document was not "
+                              f"written ({exc.strerror}); the file keeps the {run.count} "
+                              "before it") from exc  # fmt: skip
+            self.reserve.unlink()
+            logger.error("journal: the disk of %s is full: gave up the %d-byte reserve "
+                         "to write the %s document of %s", self.directory,
+                         self.reserve_bytes, name, run.path.name)  # fmt: skip
+            self._write(run, name, doc)
+            return
         run.unsynced_docs += 1
         run.count += 1
 
