@@ -202,3 +202,37 @@ def test_a_pause_longer_than_the_stall_timeout_is_not_a_stall(sim_factory, tmp_p
         s.close()
     (stop,) = [d for n, d in docs if n == "stop"]
     assert stop["exit_status"] == "success", stop.get("reason")
+
+
+def test_a_plan_against_a_dead_ioc_is_on_record(sim_factory, tmp_path):
+    """The IOC died between two plans: the attempt fails quickly, and the journal's
+    attempts file says which plan was tried, when, and why it failed, although no run
+    document may exist."""
+    import json
+
+    from bluestem.plans import raster
+    from bluestem.session import build_session
+
+    ioc, ca, data = sim_factory("--seed", "14")
+    set_frame(ca, FRAME)
+    s = build_session(inventory(ioc, data, tmp_path / "journal"))
+    try:
+        s.RE(raster(s.det, s.scan, shape=(2, 2), dwell=1e-3, fov=1.0))
+        os.kill(ioc.pid, signal.SIGKILL)
+        ioc.process.wait(10)
+        t0 = time.monotonic()
+        with pytest.raises(Exception) as info:
+            s.RE(raster(s.det, s.scan, shape=(4, 4), dwell=1e-3, fov=1.0))
+        took = time.monotonic() - t0
+        print(f"dead IOC: the plan failed after {took:.2f} s: {info.value!r}")
+        assert took < 30
+    finally:
+        s.close()
+    lines = (tmp_path / "journal" / "attempts.log").read_text().splitlines()
+    good, dead = (json.loads(line) for line in lines)
+    assert good["plan"] == "raster" and good["outcome"] == "finished" and good["runs"]
+    assert dead["plan"] == "raster" and dead["outcome"] == "failed"
+    assert dead["error"] and dead["time"] > good["time"]
+    assert ioc.prefix in dead["error"] or "connect" in dead["error"].lower(), dead
+    # The scan's configuration is read back before the run opens: no run documents.
+    assert dead["runs"] == [] and "before any run opened" in dead["note"]

@@ -160,3 +160,47 @@ def test_a_deferred_pause_waits_for_a_checkpoint(RE):
     assert time.monotonic() - t0 < 1.5  # at the next checkpoint, not at the end (2 s)
     RE.resume()
     assert RE.stops[0]["exit_status"] == "success"
+
+
+def _attempts(journal) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in journal.attempts_path.read_text().splitlines()]
+
+
+def test_every_call_is_recorded_also_one_that_opens_no_run(RE, tmp_path):
+    from bluestem.journal import DocumentJournal
+
+    journal = DocumentJournal(tmp_path / "journal")
+    RE.subscribe(journal)
+    RE.attempts = journal
+
+    def fails_before_its_run():
+        yield from bps.null()
+        raise ConnectionError("PFX:SCAN:ShapeX is not connected")
+        yield from bps.open_run()
+
+    with pytest.raises(ConnectionError):
+        RE(fails_before_its_run())
+    (uid,) = RE(slow_run(steps=2))
+    pause_soon(RE, 0.1)
+    with pytest.raises(RunEngineInterrupted):
+        RE(slow_run(steps=50))
+    RE.resume()
+
+    first, second, paused, resumed = _attempts(journal)
+    assert first["plan"] == "fails_before_its_run" and first["outcome"] == "failed"
+    assert first["runs"] == [] and "before any run opened" in first["note"]
+    assert first["error"] == "ConnectionError: PFX:SCAN:ShapeX is not connected"
+    assert second["plan"] == "slow_run" and second["outcome"] == "finished"
+    assert second["runs"] == [uid] and "error" not in second
+    assert paused["outcome"] == "paused" and len(paused["runs"]) == 1
+    assert resumed["plan"] == "RE.resume()" and resumed["outcome"] == "finished"
+    assert all(a["seconds"] >= 0 and a["time"] > 0 for a in (first, second, paused, resumed))
+    journal.close()
+
+
+def test_no_journal_records_nothing_and_changes_nothing(RE):
+    assert RE.attempts is None
+    (uid,) = RE(slow_run(steps=1))
+    assert RE.stops[-1]["run_start"] == uid

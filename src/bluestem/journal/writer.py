@@ -33,6 +33,18 @@ NOT_UPLOADED = "not uploaded to a catalogue yet (bluestem sync uploads it)"
 RESERVE_BYTES = 1024**2
 
 
+def _append_whole(fd: int, data: bytes, size: int) -> None:
+    """Append ``data`` to the file of ``fd`` (now ``size`` bytes long) whole, or cut the
+    file back to ``size`` and raise: never a torn last line."""
+    done = 0
+    try:
+        while done < len(data):
+            done += os.write(fd, data[done:])
+    except OSError:
+        os.ftruncate(fd, size)
+        raise
+
+
 class _OpenRun:
     def __init__(self, path: Path):
         self.path = path
@@ -48,13 +60,7 @@ class _OpenRun:
 
     def append(self, data: bytes) -> None:
         """Write ``data`` whole, or leave the file as it was and raise."""
-        fd, done = self.file.fileno(), 0
-        try:
-            while done < len(data):
-                done += os.write(fd, data[done:])
-        except OSError:
-            os.ftruncate(fd, self.size)  # no torn line: the earlier documents intact
-            raise
+        _append_whole(self.file.fileno(), data, self.size)
         self.size += len(data)
 
     def fsync(self) -> None:
@@ -161,6 +167,24 @@ class DocumentJournal:
             or time.monotonic() - run.last_sync >= self.fsync_interval
         ):
             run.fsync()
+
+    @property
+    def attempts_path(self) -> Path:
+        """``DIR/attempts.log``: one JSON line per plan the session's RunEngine was
+        asked to run, with its outcome (also plans that failed before any run opened).
+        Not ``.jsonl``: that suffix names a run's file."""
+        return self.directory / "attempts.log"
+
+    def record_attempt(self, record: dict) -> None:
+        """Append one attempt (a JSON line) to :attr:`attempts_path`, fsynced."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        line = (self._encoder.encode(record) + "\n").encode()
+        fd = os.open(self.attempts_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            _append_whole(fd, line, os.fstat(fd).st_size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         """Fsync and close every run still open (their files keep no stop document)."""

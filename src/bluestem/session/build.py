@@ -255,6 +255,7 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
     if journal_dir is not None:
         session.journal = DocumentJournal(journal_dir)
         session.callbacks["journal"] = RE.subscribe(session.journal)
+        RE.attempts = session.journal  # every RE(...) call, also one that opens no run
     if cfg.catalog is not None:
         cat = cfg.catalog
         session.catalog = _catalog_client(cat)

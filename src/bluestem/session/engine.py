@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from bluesky import RunEngine as _RunEngine
-from bluesky.utils import FailedPause, PlanHalt, RequestAbort
+from bluesky.utils import FailedPause, PlanHalt, RequestAbort, RunEngineInterrupted
 
 __all__ = ["ABORTED", "HALTED", "NOT_RESUMABLE", "STOPPED", "RunEngine"]
 
@@ -25,6 +26,8 @@ NOT_RESUMABLE = "a pause was requested but this plan cannot be resumed: aborted"
 
 # Interruptions an operator asked for: bluesky logs each with a full traceback ("Run
 # aborted"), which at the console reads as a crash. Failures keep theirs.
+logger = logging.getLogger(__name__)
+
 _ASKED_FOR = (RequestAbort, PlanHalt, FailedPause, asyncio.CancelledError)
 
 
@@ -47,6 +50,10 @@ class RunEngine(_RunEngine):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        #: Where each call is recorded (``record_attempt(dict)``: the session's journal).
+        self.attempts = None
+        self._opened: list[str] = []
+        self.subscribe(lambda name, doc: self._opened.append(doc["uid"]), "start")
         log = logging.getLogger("bluesky")
         if not any(isinstance(f, _NoTracebackForRequests) for f in log.filters):
             log.addFilter(_NoTracebackForRequests())
@@ -54,7 +61,50 @@ class RunEngine(_RunEngine):
     def __call__(self, *args, **kwargs):
         if self.state == "idle":
             self.rewindable = True
-        return super().__call__(*args, **kwargs)
+        if self.attempts is None:
+            return super().__call__(*args, **kwargs)
+        plan = args[0] if args else kwargs.get("plan")
+        name = getattr(plan, "__name__", type(plan).__name__)
+        return self._recorded(name, lambda: super(RunEngine, self).__call__(*args, **kwargs))
+
+    def resume(self):
+        """Resume a paused plan (recorded as an attempt ``RE.resume()``)."""
+        if self.attempts is None:
+            return super().resume()
+        return self._recorded("RE.resume()", super().resume)
+
+    def _recorded(self, plan: str, call):
+        self._opened = []
+        t0 = time.time()
+        try:
+            result = call()
+        except BaseException as exc:
+            self._record(plan, t0, exc)
+            raise
+        self._record(plan, t0, None)
+        return result
+
+    def _record(self, plan: str, t0: float, exc: BaseException | None) -> None:
+        """One line in the journal's attempts file; never hides the plan's own error."""
+        outcome = "finished" if exc is None else "failed"
+        if isinstance(exc, RunEngineInterrupted):
+            outcome, exc = self.state, None  # paused: resume() goes on with it
+        record = {
+            "time": t0,
+            "plan": plan,
+            "outcome": outcome,
+            "runs": list(self._opened),
+            "seconds": round(time.time() - t0, 3),
+        }
+        if exc is not None:
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            record["error"] = f"{type(cause).__name__}: {cause}"
+            if not self._opened:
+                record["note"] = "failed before any run opened: no run documents exist"
+        try:
+            self.attempts.record_attempt(record)
+        except Exception as err:
+            logger.error("could not record the attempt %s: %s", record, err)
 
     def abort(self, reason: str = ""):
         """Stop a running or paused plan, mark it aborted (``reason``: why; default
