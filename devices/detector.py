@@ -87,8 +87,9 @@ class PixelatedDetector(Device):
         Watchdog of a fly scan: ``complete`` fails if neither ``NumCaptured_RBV`` nor
         ``DroppedFrames_RBV`` changed for this many seconds while the scan was not
         paused (a detector or scan generator that stopped delivering, an IOC whose CA
-        server answers but whose acquisition hangs). Longer than a row's dwell plus its
-        flyback.
+        server answers but whose acquisition hangs); until the first frame, ``timeout``
+        s are allowed instead (a source may get ready slowly). Longer than a row's dwell
+        plus its flyback.
 
     Attributes
     ----------
@@ -286,7 +287,7 @@ class PixelatedDetector(Device):
                     closed.set()
 
             token = self.hdf.capture_rbv.subscribe(watch, run=False)
-            watchdog = Watchdog(self.stall_timeout)
+            watchdog = Watchdog(self.stall_timeout, first=self.timeout)
             try:
                 while self._capturing():
                     self._check_writer()
@@ -294,7 +295,7 @@ class PixelatedDetector(Device):
                                 self._counter(self.hdf.dropped_frames))  # fmt: skip
                     if watchdog.stalled(progress, paused=self._paused):
                         raise AcquisitionError(
-                            f"{self.name}: no frame for {self.stall_timeout:g} s "
+                            f"{self.name}: no frame for {watchdog.limit:g} s "
                             f"({self.hdf.num_captured.pvname} stuck at {progress[0]}, "
                             f"{progress[1]} dropped) while capturing to {self._file}: the "
                             "detector or the scan stopped delivering (stall_timeout)"

@@ -100,18 +100,31 @@ class Liveness:
 
 class Watchdog:
     """Says when a progress value (a frame counter) has not changed for ``timeout`` s of
-    unpaused time: the IOC answers, but its acquisition stopped."""
+    unpaused time: the IOC answers, but its acquisition stopped. Until the value first
+    changes, ``first`` s are allowed instead (default ``timeout``): the first frame of a
+    scan may wait for the source to get ready (the twin builds its frame cache)."""
 
-    def __init__(self, timeout: float):
+    def __init__(self, timeout: float, first: float | None = None):
         self.timeout = timeout
+        self.first = timeout if first is None else max(first, timeout)
         self._last = None
+        self._moved = False
         self._since = time.monotonic()
 
+    @property
+    def limit(self) -> float:
+        """The seconds allowed now (``first`` until the value has changed once)."""
+        return self.timeout if self._moved else self.first
+
     def stalled(self, progress, *, paused: bool = False) -> bool:
-        """True once ``progress`` has stayed the same for more than ``timeout`` s; a
+        """True once ``progress`` has stayed the same for more than :attr:`limit` s; a
         pause, and every change, restart the count."""
         now = time.monotonic()
-        if paused or progress != self._last:
+        if progress != self._last:
+            self._moved = self._moved or self._last is not None
             self._last, self._since = progress, now
             return False
-        return now - self._since > self.timeout
+        if paused:
+            self._since = now
+            return False
+        return now - self._since > self.limit

@@ -18,7 +18,7 @@ from test_ioc_pvs import list_pvs
 pytestmark = pytest.mark.system
 
 # Writes these PVs accept whatever the value (busy-free triggers).
-ANY_VALUE = ("SCAN:Start", "SCAN:Stop", "SCAN:Abort")
+ANY_VALUE = ("SCAN:Start", "SCAN:Stop", "SCAN:Abort", "STATUS:Acknowledge")
 STRINGS = {
     "DET:HDF1:FilePath": "/nonexistent/raw",
     "DET:HDF1:FileName": "a/b",

@@ -310,3 +310,47 @@ def test_a_text_longer_than_its_reservation_is_cut_and_says_so(tmp_path):
         w.fill_text("/metadata/m/t", "x" * 40)
     with h5py.File(path, "r") as f:
         assert reserved_text(f["metadata/m/t"]) == "x" * 11 + "[cut]"
+
+
+def test_sync_interval_zero_fsyncs_frames_before_the_map_at_every_row(tmp_path, monkeypatch):
+    import bluestem.frames.writer as writer_module
+
+    data = stack()
+    order = []  # at each fsync: frames the in-memory map holds vs the map on the dataset
+
+    real_fsync = os.fsync
+
+    def spy(fd):
+        if w._file.id.valid:  # not the final sync of the closed file
+            order.append((int(w._received.sum()), int(w._received_ds[...].sum())))
+        real_fsync(fd)
+
+    monkeypatch.setattr(writer_module.os, "fsync", spy)
+    w = writer(tmp_path / "synced.h5", sync_interval=0)
+    w.open()
+    for y in range(SCAN[0]):
+        w.submit(y * SCAN[1], data[y])
+    w.close()
+    assert w.syncs >= SCAN[0]  # every row (its flush), and the close
+    # At each sync the dataset's map still lags: it is written only after the sync.
+    assert all(on_disk <= held for held, on_disk in order)
+    assert any(on_disk < held for held, on_disk in order)
+    assert verify_file(tmp_path / "synced.h5").ok
+    np.testing.assert_array_equal(read(tmp_path / "synced.h5"), data)
+
+
+def test_sync_interval_none_never_fsyncs(tmp_path):
+    data = stack()
+    w = writer(tmp_path / "unsynced.h5", sync_interval=None)
+    w.open()
+    for y in range(SCAN[0]):
+        w.submit(y * SCAN[1], data[y])
+    w.close()
+    assert w.syncs == 0
+    assert verify_file(tmp_path / "unsynced.h5").ok
+
+
+@pytest.mark.parametrize("bad", [-1, 1e9, float("nan")])
+def test_a_bad_sync_interval_is_refused(tmp_path, bad):
+    with pytest.raises(ValueError, match=r"sync_interval=.* s: allowed None \(never\) or 0..3600"):
+        writer(tmp_path / "x.h5", sync_interval=bad)

@@ -86,6 +86,20 @@ def test_watchdog_counts_unchanged_unpaused_time():
     assert not dog.stalled((1, 1))  # a dropped frame is progress
 
 
+def test_watchdog_allows_longer_for_the_first_change():
+    dog = Watchdog(0.1, first=0.4)
+    assert dog.limit == 0.4 and not dog.stalled((0, 0))
+    time.sleep(0.2)
+    assert not dog.stalled((0, 0))  # 0.2 s > timeout, but no frame yet: first applies
+    time.sleep(0.25)
+    assert dog.stalled((0, 0))
+    assert not dog.stalled((5, 0))
+    assert dog.limit == 0.1  # from the first frame on, the stall timeout
+    time.sleep(0.15)
+    assert dog.stalled((5, 0))
+    assert Watchdog(2.0, first=1.0).limit == 2.0  # never shorter than the timeout
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1e9, float("nan")])
 def test_a_bad_stall_timeout_is_refused(bad):
     from bluestem.devices import PixelatedDetector

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -24,6 +26,7 @@ __all__ = [
     "RECEIVED_PATH",
     "REQUIRED_FILE_ATTRS",
     "ReservedText",
+    "create_file",
     "create_layout",
     "reserved_text",
     "to_attr",
@@ -45,6 +48,34 @@ REQUIRED_FILE_ATTRS = (
     "chunk_shape",
     "compression",
 )
+
+
+def create_file(path: str | os.PathLike) -> h5py.File:
+    """Create a new, empty raw-frame file (HDF5 ``libver="latest"``, for SWMR).
+
+    Raises
+    ------
+    FileExistsError
+        The file exists (it is never overwritten).
+    FileNotFoundError, PermissionError
+        The directory is missing or not writable (naming it).
+    """
+    target = Path(path)
+    directory = target.parent.resolve()
+    if not directory.is_dir():
+        raise FileNotFoundError(f"directory {directory} does not exist (for {target.name})")
+    if target.exists():
+        raise FileExistsError(f"{path} already exists; FrameWriter never overwrites")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(f"directory {directory} is not writable")
+    try:
+        return h5py.File(path, "x", libver="latest")
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        # Permission bits say nothing for root or on read-only / virtual file systems:
+        # the create itself is the test, and its failure must name the directory.
+        raise PermissionError(f"directory {directory} is not writable ({exc})") from exc
 
 
 @dataclass(frozen=True)

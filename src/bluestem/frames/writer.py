@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +44,14 @@ class WriteSummary:
     dropped: int
     seconds: float
     bytes_written: int
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _positive_shape(name: str, value: Any, ndims: tuple[int, ...]) -> tuple[int, ...]:
@@ -84,6 +91,12 @@ class FrameWriter:
         Submissions buffered before :meth:`submit` blocks (backpressure).
     flush_interval : float
         Seconds between SWMR flushes while frames arrive (also flushed at every row).
+    sync_interval : float or None
+        Power-loss safety: at a flush at least this many seconds after the last sync,
+        ``fsync`` the file between writing the frames and writing the ``received`` map
+        that claims them, so that after a power cut the map on disk never claims a
+        frame the disk does not hold; 0 syncs at every flush (every row), None never
+        (what the page cache holds is lost in a power cut). Also synced at close.
     chunk_frames : int, optional
         Frames of one scan row per HDF5 chunk; default about 1 MiB per chunk.
 
@@ -106,6 +119,7 @@ class FrameWriter:
         calibration: Mapping[str, Any] | None = None,
         queue_depth: int = 8,
         flush_interval: float = 0.5,
+        sync_interval: float | None = 1.0,
         chunk_frames: int | None = None,
     ) -> None:
         self.path = str(path)
@@ -120,11 +134,15 @@ class FrameWriter:
             raise ValueError(f"queue_depth={queue_depth} must be >= 1")
         if not float(flush_interval) > 0:
             raise ValueError(f"flush_interval={flush_interval} must be > 0 s")
+        if sync_interval is not None and not 0 <= float(sync_interval) <= 3600:
+            raise ValueError(f"sync_interval={sync_interval} s: allowed None (never) or 0..3600 s")
         self.compression = compression
         self.metadata = dict(metadata or {})
         self.calibration = dict(calibration or {})
         self.queue_depth = int(queue_depth)
         self.flush_interval = float(flush_interval)
+        self.sync_interval = None if sync_interval is None else float(sync_interval)
+        self.syncs = 0
         self.grid = ChunkGrid(self.scan_shape, self.frame_shape, self.dtype, chunk_frames)
         self.error: BaseException | None = None
         self._file = None
@@ -144,6 +162,7 @@ class FrameWriter:
         self._newest = -1
         self._dirty = False
         self._last_flush = 0.0
+        self._last_sync = 0.0
 
     # -- public API --------------------------------------------------------------------
 
@@ -170,26 +189,9 @@ class FrameWriter:
         """
         if self._state != "new":
             raise RuntimeError(f"FrameWriter for {self.path} is already {self._state}")
-        import h5py
+        from bluestem.frames.layout import create_file, create_layout
 
-        from bluestem.frames.layout import create_layout
-
-        target = Path(self.path)
-        directory = target.parent.resolve()
-        if not directory.is_dir():
-            raise FileNotFoundError(f"directory {directory} does not exist (for {target.name})")
-        if target.exists():
-            raise FileExistsError(f"{self.path} already exists; FrameWriter never overwrites")
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise PermissionError(f"directory {directory} is not writable")
-        try:
-            self._file = h5py.File(self.path, "x", libver="latest")
-        except FileExistsError:
-            raise
-        except OSError as exc:
-            # Permission bits say nothing for root or on read-only / virtual file systems:
-            # the create itself is the test, and its failure must name the directory.
-            raise PermissionError(f"directory {directory} is not writable ({exc})") from exc
+        self._file = create_file(self.path)
         try:
             self._frames, self._received_ds = create_layout(
                 self._file,
@@ -285,6 +287,7 @@ class FrameWriter:
             "chunk_shape": self.grid.chunk_shape,
             "queue_depth": self.queue_depth,
             "flush_interval_s": self.flush_interval,
+            "sync_interval_s": -1.0 if self.sync_interval is None else self.sync_interval,
         }
 
     def _finish(self, *, abort: bool) -> WriteSummary:
@@ -299,6 +302,8 @@ class FrameWriter:
             storage = self._frames.id.get_storage_size()
         finally:
             self._file.close()
+            if self.sync_interval is not None:
+                _fsync_path(self.path)  # the closed file's last metadata too
             os.chmod(self.path, 0o444)
             self._state = "closed"
         written = int(self._received.sum())
@@ -421,7 +426,18 @@ class FrameWriter:
         # entries wait in the metadata cache, while the map's chunk may be written
         # through any time (always, once it outgrows the chunk cache).
         self._frames.flush()
+        if self.sync_interval is not None and (
+            time.monotonic() - self._last_sync >= self.sync_interval
+        ):
+            self._sync()
         self._received_ds[...] = self._received
         self._received_ds.flush()
         self._dirty = False
         self._last_flush = time.monotonic()
+
+    def _sync(self) -> None:
+        # What the file holds now reaches the disk before the map that claims it is
+        # written: after a power cut the map may lag the frames, never lead them.
+        os.fsync(self._file.id.get_vfd_handle())
+        self.syncs += 1
+        self._last_sync = time.monotonic()
