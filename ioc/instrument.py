@@ -59,6 +59,7 @@ HEALTH_SEVERITY = {
     Health.OK: AlarmSeverity.NO_ALARM,
     Health.WARN: AlarmSeverity.MINOR_ALARM,
     Health.FAULT: AlarmSeverity.MAJOR_ALARM,
+    Health.PAUSED: AlarmSeverity.MINOR_ALARM,
 }
 
 
@@ -363,13 +364,20 @@ class Instrument(SettingsGroup):
         if self._engine_kind == "scan":
             await self.scan.progress(snap.progress, snap.produced)
             if not snap.finished:
-                await self.scan.held(snap.state == EngineState.PAUSED)
+                held = snap.state == EngineState.PAUSED
+                await self.scan.held(held)
+                await self.board.hold(
+                    f"scan held after {snap.produced} of {snap.n_frames} positions "
+                    f"({self.scan.pause.pvname}=1): waiting for the operator to resume"
+                    if held else None
+                )  # fmt: skip
         await self.cam.delivered(snap.submitted)
         await self.hdf.counts(snap.written, snap.dropped)
 
     async def _finish(self, snap) -> None:
         kind, requested = self._engine_kind, self._stop_requested
         self._engine, self._armed = None, False
+        await self.board.hold(None)  # a held scan that ends is held no more
         error = snap.error
         if self.hdf.capturing:
             self._file = None

@@ -62,14 +62,16 @@ class StatusBoard:
 
     Notes
     -----
-    The health is ``FAULT`` (with the fault's message) once a fault is posted, else
-    ``WARN`` while any flag is up (with the newest message), else ``OK``.
+    The health is ``FAULT`` (with the fault's message) once a fault is posted, until it
+    is acknowledged; else ``PAUSED`` while a scan is held; else ``WARN`` while any flag is
+    up (with the newest message); else ``OK``.
     """
 
     def __init__(self, publish: Callable[[Health, str], Awaitable[None]]) -> None:
         self._publish = publish
         self._flags: dict[str, str] = {}
         self._fault: str | None = None
+        self._held: str | None = None
 
     def is_flagged(self, pv: str) -> bool:
         """True while ``pv`` (a full PV name) carries a flag."""
@@ -90,6 +92,12 @@ class StatusBoard:
         self._fault = message
         await self._update()
 
+    async def hold(self, message: str | None) -> None:
+        """A scan is held (``message`` says where and why) or goes on (None)."""
+        if message != self._held:
+            self._held = message
+            await self._update()
+
     async def acknowledge(self) -> str | None:
         """The operator acknowledged the fault (``STATUS:Acknowledge``): it is cleared
         (the flags of refused writes stay). Returns the fault's message, or None."""
@@ -101,6 +109,8 @@ class StatusBoard:
         """The health and message now (``message``: the newest flag's, if just flagged)."""
         if self._fault:
             return Health.FAULT, self._fault
+        if self._held:
+            return Health.PAUSED, self._held
         if self._flags:
             return Health.WARN, message or next(reversed(self._flags.values()))
         return Health.OK, Health.OK.value

@@ -127,8 +127,9 @@ def _check_agreement(rec: dict) -> None:
     assert rec["derived"].metadata["stop"]["exit_status"] == rec["stop"]["exit_status"]
 
 
-def test_pause_holds_at_a_row_boundary_and_resume_completes(session, server):
+def test_pause_holds_at_a_row_boundary_and_resume_completes(session, server, ca):
     from bluesky.utils import RunEngineInterrupted
+    from caproto import AlarmSeverity
 
     first = len(session.docs)
     _pause_after_rows(session, 4)
@@ -141,9 +142,15 @@ def test_pause_holds_at_a_row_boundary_and_resume_completes(session, server):
     assert session.det.hdf.num_captured.get(use_monitor=False) == held
     assert held % SHAPE[1] == 0 and 0 < held < SHAPE[0] * SHAPE[1]
     assert session.det.hdf.capture_rbv.get(use_monitor=False) == 1  # the file stays open
+    # The traffic light is blue: operator action, with where the scan is held.
+    ca.wait("STATUS", lambda v: v == "PAUSED", timeout=5)
+    assert ca.alarm("STATUS")[1] == AlarmSeverity.MINOR_ALARM
+    message = ca.get_str("STATUS:Message")
+    assert f"scan held after {held} of {SHAPE[0] * SHAPE[1]} positions" in message
 
     session.RE.resume()
     rec = _records(session, server, first)
+    assert ca.get("STATUS") == "OK"
     assert rec["stop"]["exit_status"] == "success"
     assert rec["received"].all()  # every frame, none lost across the pause
     _check_agreement(rec)

@@ -66,3 +66,22 @@ def test_error_text_of_an_hdf5_write_failure():
 )  # fmt: skip
 def test_error_text_is_one_line_naming_the_cause(exc, expected):
     assert error_text(exc) == expected
+
+
+def test_a_held_scan_is_paused_between_warn_and_fault():
+    board, published = _board()
+
+    async def go():
+        await board.flag("P:A", "P:A: bad")
+        await board.hold("scan held after 64 of 256 positions")
+        assert board.health() == (Health.PAUSED, "scan held after 64 of 256 positions")
+        await board.fault("acquisition failed: x")
+        assert board.health()[0] == Health.FAULT  # a fault outranks the pause
+        await board.acknowledge()
+        assert board.health()[0] == Health.PAUSED
+        await board.hold(None)
+        assert board.health() == (Health.WARN, "P:A: bad")
+
+    asyncio.run(go())
+    # The enum indices that clients already know are unchanged; PAUSED comes after them.
+    assert [h.value for h in Health] == ["OK", "WARN", "FAULT", "PAUSED"]

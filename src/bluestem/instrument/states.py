@@ -59,11 +59,15 @@ class WriteStatus(StrEnum):
 
 
 class Health(StrEnum):
-    """``STATUS``: the instrument's overall health for an operator."""
+    """``STATUS``: the instrument's overall health for an operator, the four colours of
+    a traffic light: green OK, yellow WARN (a refused write), blue PAUSED (operator
+    action: a scan is held), red FAULT. PAUSED comes last so that the enum indices of
+    the first three stay what they were."""
 
     OK = "OK"
     WARN = "WARN"
     FAULT = "FAULT"
+    PAUSED = "PAUSED"
 
 
 class TriggerMode(StrEnum):
