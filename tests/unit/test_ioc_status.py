@@ -69,7 +69,7 @@ def test_error_text_is_one_line_naming_the_cause(exc, expected):
 
 
 def test_a_held_scan_is_paused_between_warn_and_fault():
-    board, published = _board()
+    board, _published = _board()
 
     async def go():
         await board.flag("P:A", "P:A: bad")
