@@ -45,6 +45,28 @@ def _when_rows(s, docs, n: int, then) -> threading.Thread:
     return thread
 
 
+def _webhook():
+    """A real HTTP server on loopback that keeps the JSON bodies POSTed to it:
+    ``(url, bodies, stop)``."""
+    import json
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    bodies = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}/bluestem", bodies, server.shutdown
+
+
 def _file_of(docs) -> str:
     (resource,) = [d for n, d in docs if n == "stream_resource"]
     return resource["uri"].removeprefix("file://localhost")
@@ -102,7 +124,9 @@ def test_lost_ioc_fails_the_run_within_5_s_and_the_file_says_what_it_holds(
 
     ioc, ca, data = sim_factory("--seed", "11")
     set_frame(ca, FRAME)
-    s = build_session(inventory(ioc, data, tmp_path / "journal"))
+    hook_url, posted, stop_hook = _webhook()
+    notify = {"log": str(tmp_path / "notify.log"), "webhook": {"url": hook_url}}
+    s = build_session(inventory(ioc, data, tmp_path / "journal", notify=notify))
     docs = []
     s.RE.subscribe(lambda name, doc: docs.append((name, doc)))
     s.live.sinks.append(lambda name, doc: docs.append(("derived_" + name, doc)))
@@ -125,9 +149,15 @@ def test_lost_ioc_fails_the_run_within_5_s_and_the_file_says_what_it_holds(
     finally:
         thread.join(5)
         s.close()
+        stop_hook()
         if sig == signal.SIGSTOP:
             ioc.process.kill()
     ioc.process.wait(10)
+    # The operator was told: the notification log and the webhook name the lost detector.
+    told = (tmp_path / "notify.log").read_text()
+    assert "ERROR run_failed: raster" in told and "lost the detector IOC" in told
+    (body,) = [b for b in posted if b["kind"] == "run_failed"]
+    assert body["severity"] == "error" and "lost the detector IOC" in body["message"]
 
     (stop,) = [d for n, d in docs if n == "stop"]
     assert stop["exit_status"] == "fail"

@@ -37,14 +37,14 @@ SOURCES = {
 # The layers, lowest first. A module may import from its own package or from a lower
 # layer, never from a higher one. Within the core: the vocabulary (and ``procs``, which
 # starts server processes and uses no other bluestem module), then the frame files, then
-# what computes on them and the journal, the catalogue, the callbacks on the documents,
-# and the session that composes them; the IOC and the devices sit side by side on the
-# core (they meet only over Channel Access), the plans on the devices, the command line on
-# top.
+# what computes on them, the journal and the notifier, the catalogue, the callbacks on
+# the documents, and the session that composes them; the IOC and the devices sit side by
+# side on the core (they meet only over Channel Access), the plans on the devices, the
+# command line on top.
 LAYERS: list[tuple[str, ...]] = [
     ("bluestem.instrument", "bluestem.procs"),
     ("bluestem.frames",),
-    ("bluestem.twin", "bluestem.reduce", "bluestem.journal"),
+    ("bluestem.twin", "bluestem.reduce", "bluestem.journal", "bluestem.notify"),
     ("bluestem.loop",),
     ("bluestem.catalog",),
     ("bluestem.callbacks",),

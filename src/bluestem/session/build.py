@@ -41,6 +41,9 @@ class Session:
         (when live images are on: ``live.images``; PNGs in ``live.out_dir``).
     summary : RunSummary or None
         Prints, after each run, its uid, file, derived run and how to read them.
+    notifier : Notifier or None
+        Tells operators (log file, e-mail, webhook: ``notify:``) of failed runs and
+        dropped frames; ``notifier.notify(event)`` for anything else.
     config : SessionConfig
     """
 
@@ -55,6 +58,7 @@ class Session:
     images: Any = None
     loop_view: Any = None
     summary: Any = None
+    notifier: Any = None
     config: SessionConfig | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -104,6 +108,8 @@ class Session:
             text = _upload_advice(self.writer.failures, self.journal, cat)
         if self.journal is not None:
             self.journal.close()
+        if self.notifier is not None:
+            self.notifier.close()
         return text
 
     def close_at_exit(self) -> None:
@@ -268,6 +274,11 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
             factory, journal=session.journal, batch_size=int(cat.get("batch_size", 100))
         )
         session.callbacks["writer"] = RE.subscribe(session.writer)
+    if cfg.notify is not None:
+        from bluestem.notify import Notifier
+
+        session.notifier = Notifier.from_config(cfg.notify)
+        session.callbacks["notify"] = RE.subscribe(session.notifier)
     if cfg.progress:
         session.progress = ProgressBar()  # dropped frames from the monitor stream's events
         session.callbacks["progress"] = RE.subscribe(session.progress)

@@ -18,7 +18,8 @@ from typing import Any
 __all__ = ["CONTROL_LAYERS", "DeviceSpec", "SessionConfig", "expand_env", "load_config"]
 
 TOP_KEYS = ("devices", "data_root", "journal_dir", "catalog", "metadata", "ca", "baseline",
-            "connect_timeout", "progress", "namespace", "live", "control_layer")  # fmt: skip
+            "connect_timeout", "progress", "namespace", "live", "control_layer",
+            "notify")  # fmt: skip
 #: ophyd's EPICS client libraries: caproto (pure Python) or pyepics (libca).
 CONTROL_LAYERS = ("caproto", "pyepics")
 DEVICE_KEYS = ("class", "prefix", "name")
@@ -62,6 +63,7 @@ class SessionConfig:
     namespace: tuple[str, ...] = ()  # modules whose __all__ go into the shell namespace
     live: dict = field(default_factory=lambda: _live(None))  # live reduction and images
     control_layer: str = "caproto"  # ophyd.set_cl: caproto or pyepics (libca)
+    notify: dict | None = None  # bluestem.notify.Notifier.from_config
 
 
 def expand_env(value: Any, key: str, env: Mapping[str, str] | None = None) -> Any:
@@ -183,6 +185,18 @@ def _live(value: Any) -> dict:
     return live
 
 
+def _notify(value: Any) -> dict | None:
+    """``notify:``: its keys checked now, its sinks made by the session."""
+    if value is None:
+        return None
+    from bluestem.notify import NOTIFY_KEYS
+
+    if not isinstance(value, Mapping):
+        raise ValueError(f"notify={value!r}: allowed a mapping with keys {', '.join(NOTIFY_KEYS)}")
+    _unknown("notify", value, NOTIFY_KEYS)
+    return dict(value)
+
+
 def load_config(config: Mapping | str | os.PathLike) -> SessionConfig:
     """Read (if a path), expand ``${VAR}`` and validate an inventory.
 
@@ -282,4 +296,5 @@ def load_config(config: Mapping | str | os.PathLike) -> SessionConfig:
         namespace=_modules(raw.get("namespace")),
         live=_live(raw.get("live")),
         control_layer=layer,
+        notify=_notify(raw.get("notify")),
     )
