@@ -248,3 +248,22 @@ def test_interleaved_runs_each_reach_their_own_writer(tmp_path, monkeypatch):
     assert sum(n == "event" for n, _ in by_role["acquisition"]) == 3
     assert sorted(writer.synced) == sorted(d[0][1]["uid"] for d in received)
     assert all(run.synced for run in find_runs(tmp_path))
+
+
+@pytest.mark.filterwarnings("ignore:The callback:UserWarning")
+def test_a_run_given_up_is_told_to_the_notifier(tmp_path):
+    from bluestem.notify import Notifier, Severity
+
+    told = []
+    notifier = Notifier([told.append])
+    writer = ResilientTiledWriter(_DeadCatalogue(), journal=DocumentJournal(tmp_path))
+    writer.on_give_up = notifier.catalog_gave_up
+    RE = RunEngine({})
+    RE.subscribe(writer.journal)
+    RE.subscribe(writer)
+    (uid,) = RE(count([det], 2))
+    writer.close(30)
+    (event,) = told
+    assert event.kind == "catalog_unreachable" and event.severity == Severity.WARNING
+    assert uid[:8] in event.message and "catalogue unreachable" in event.message
+    assert "bluestem sync" in event.message and event.details == {"run": uid}

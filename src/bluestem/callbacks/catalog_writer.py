@@ -84,6 +84,9 @@ class ResilientTiledWriter:
         self.batch_size = int(batch_size)
         self.max_pending = int(max_pending)
         self.failures: dict[str, str] = {}
+        #: Called as ``on_give_up(uid, reason)`` when a run is given up (the session
+        #: tells operators: ``catalog_unreachable``); errors in it are logged.
+        self.on_give_up: Callable[[str, str], None] | None = None
         self.synced: list[str] = []
         self.runs: dict[str, Any] = {}
         self._queue: queue.Queue = queue.Queue()
@@ -189,6 +192,12 @@ class ResilientTiledWriter:
             self._given_up.add(uid)
             self.failures[uid] = reason
         logger.error("catalogue writer: run %s not written to the catalogue: %s", uid, reason)
+        if self.on_give_up is not None:
+            try:
+                self.on_give_up(uid, reason)
+            except Exception as exc:
+                logger.error("catalogue writer: on_give_up failed: %s: %s",
+                             type(exc).__name__, exc)  # fmt: skip
         path = self.runs.get(uid)
         if self.journal is not None and path is not None:
             try:

@@ -27,7 +27,8 @@ class Notifier:
 
     From the documents: a run that ends ``fail`` (ERROR, ``run_failed``) or ``abort``
     (WARNING, ``run_aborted``), and a run whose dropped-frame count passes
-    ``dropped_frames`` (WARNING, ``dropped_frames``, once per run).
+    ``dropped_frames`` (WARNING, ``dropped_frames``, once per run). From the catalogue
+    writer (:meth:`catalog_gave_up`): ``catalog_unreachable`` (WARNING).
 
     Parameters
     ----------
@@ -113,6 +114,13 @@ class Notifier:
                 self.notify(Event(kind, severity,
                                   f"{plan} {run[:8]} {status}: {doc.get('reason') or '?'}",
                                   details={"run": run, "exit_status": status}))  # fmt: skip
+
+    def catalog_gave_up(self, run: str, reason: str) -> None:
+        """The catalogue writer gave up on ``run`` (the catalogue is unreachable or
+        refused it): WARNING ``catalog_unreachable``; the journal holds the run."""
+        self.notify(Event("catalog_unreachable", Severity.WARNING,
+                          f"run {run[:8]} not in the catalogue ({reason}); the journal "
+                          "holds it: bluestem sync uploads it", details={"run": run}))  # fmt: skip
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -279,6 +279,8 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
 
         session.notifier = Notifier.from_config(cfg.notify)
         session.callbacks["notify"] = RE.subscribe(session.notifier)
+        if session.writer is not None:
+            session.writer.on_give_up = session.notifier.catalog_gave_up
     if cfg.progress:
         session.progress = ProgressBar()  # dropped frames from the monitor stream's events
         session.callbacks["progress"] = RE.subscribe(session.progress)
