@@ -1,10 +1,10 @@
-"""The cost of power-loss safety: FrameWriter with ``sync_interval`` None (never fsync:
-what the page cache holds is lost in a power cut, the writer before this change), 1 s
-(the default) and 0 (every row), in the same run, interleaved, medians of ``--repeat``.
+"""The cost of power-loss safety: FrameWriter with ``sync_interval`` None (never fsync,
+the default: what the page cache holds is lost in a power cut), 1 s and 0 (every row), in
+the same run, interleaved, medians of ``--repeat``.
 
 The clock stops when ``close()`` returns, without a final fsync: "none" is then what an
 acquisition costs with nothing made durable, the baseline. Last line: one JSON object;
-"ratio" = frames/s with the default 1 s sync / frames/s without sync.
+"ratio" = frames/s with a 1 s sync / frames/s without sync.
 
     .venv/bin/python benchmarks/writer_sync.py [--ny 64 --nx 256 --k 128] [--dir DIR]
 """

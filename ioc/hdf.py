@@ -69,6 +69,9 @@ class HDFWriter(SettingsGroup):
 
     message_attr = "write_message"
 
+    #: The writer's fsync interval (s; None: never), from ``--sync-interval``.
+    sync_interval: float | None = None
+
     file_path, file_path_rbv = setting(
         "FilePath", "", "Directory of the frame files.", dtype=ChannelType.CHAR
     )
@@ -266,6 +269,7 @@ class HDFWriter(SettingsGroup):
             compression=None if compression == Compression.NONE else compression,
             metadata=metadata,
             calibration=calibration,
+            sync_interval=self.sync_interval,
         )
         try:
             # The writer's thread inherits the low priority of the thread that opens it.

@@ -81,6 +81,8 @@ class InstrumentConfig:
     sensor: tuple[int, int] | None = None
     #: the counter depth the detector starts with (a replayed file's: its dtype's)
     counter_depth: int | None = None
+    #: FrameWriter's ``sync_interval`` (s; None: never fsync), ``--sync-interval``
+    sync_interval: float | None = None
 
 
 def _no_file(path: str, text: str) -> None:
@@ -343,6 +345,7 @@ class Instrument(SettingsGroup):
     # -- the monitor: counters at 10 Hz, the end of an acquisition within 20 ms ------
     @status.startup
     async def status(self, instance, async_lib):
+        self.hdf.sync_interval = self.config.sync_interval
         await self.hdf.started(self.config.data_dir)
         await self.cam.fit_sensor(self.config.sensor, self.config.counter_depth)
         await self.cam.update_array_info()

@@ -60,6 +60,7 @@ def test_bad_command_line_is_refused(sim_factory):
         (["--stuck", "Warp"], "Warp"),
         (["--faults", "explode=3"], "explode"),
         (["--specimen", "cheese"], "cheese"),
+        (["--sync-interval=-1"], "'-1': allowed a number of seconds in 0..3600"),
     ):
         result = subprocess.run(
             [sys.executable, "-P", "-c", launch, "ioc", "sim", "--prefix", "X:", *args],
@@ -67,3 +68,21 @@ def test_bad_command_line_is_refused(sim_factory):
         )  # fmt: skip
         assert result.returncode == 2
         assert word in result.stdout + result.stderr
+
+
+def test_sync_interval_is_the_writers_and_on_record(sim_factory):
+    """``--sync-interval``: the IOC's writer fsyncs (power-loss safety) and the file
+    says how it was written; off by default."""
+    import h5py
+
+    _, ca, _ = sim_factory("--sync-interval", "0")
+    configure_scan(ca, shape=(8, 8), frame=16, name="synced")
+    path = run_scan(ca)
+    assert verify_file(path).ok
+    with h5py.File(path, "r") as f:
+        assert f["writer"].attrs["sync_interval_s"] == 0.0
+        np.testing.assert_array_equal(f["received"][()], 1)
+    _, ca, _ = sim_factory()
+    configure_scan(ca, shape=(2, 2), frame=16, name="unsynced")
+    with h5py.File(run_scan(ca), "r") as f:
+        assert f["writer"].attrs["sync_interval_s"] == -1.0  # never

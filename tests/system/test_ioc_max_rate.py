@@ -19,6 +19,7 @@ def test_256x256_scan_of_128x128_frames_at_max_rate(sim_factory):
     configure_scan(ca, shape=(256, 256), frame=128, dwell=1e-5, name="maxrate")
     path = run_scan(ca, timeout=300)
 
+    assert ca.get("DET:HDF1:WriteStatus") == "Write OK", ca.get_str("DET:HDF1:WriteMessage")
     assert ca.get("DET:HDF1:NumCaptured_RBV") == 256 * 256
     assert ca.get("DET:HDF1:DroppedFrames_RBV") == 0
     assert ca.get("SCAN:State_RBV") == "Done"

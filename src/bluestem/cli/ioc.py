@@ -10,6 +10,16 @@ __all__ = ["add_parser", "run"]
 COMMAND = "bluestem ioc sim"
 
 
+def _sync_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed a number of seconds in 0..3600")
+    return value
+
+
 def add_parser(subparsers) -> None:
     """Register ``bluestem ioc``."""
     parser = subparsers.add_parser("ioc", help="run a soft IOC")
@@ -63,6 +73,15 @@ def add_parser(subparsers) -> None:
         help="comma-separated MIC settings whose readback does not follow the setpoint",
     )
     sim.add_argument("--seed", type=int, default=0, help="twin random seed (default: 0)")
+    sim.add_argument(
+        "--sync-interval",
+        type=_sync_interval,
+        default=None,
+        metavar="S",
+        help="fsync each file at most every S s, the frames before the received map that "
+        "claims them (0: every row), so a power cut loses at most S s and the map never "
+        "claims a frame the disk lacks; costs throughput (docs/benchmarks.md); default off",
+    )
     hidden = sim.add_argument_group(
         "hidden state",
         "What a real column has and no PV shows: the PVs, their readbacks and the file's "
@@ -221,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
         stuck=stuck,
         seed=args.seed,
         max_rate=args.max_rate,
+        sync_interval=args.sync_interval,
         hidden=hidden,
         truth=os.path.abspath(args.truth) if args.truth else "",
     )

@@ -95,8 +95,9 @@ class FrameWriter:
         Power-loss safety: at a flush at least this many seconds after the last sync,
         ``fsync`` the file between writing the frames and writing the ``received`` map
         that claims them, so that after a power cut the map on disk never claims a
-        frame the disk does not hold; 0 syncs at every flush (every row), None never
-        (what the page cache holds is lost in a power cut). Also synced at close.
+        frame the disk does not hold; 0 syncs at every flush (every row), None (the
+        default) never: what the page cache holds is lost in a power cut. Also synced at
+        close. ``bluestem ioc sim --sync-interval`` sets it for the IOC.
     chunk_frames : int, optional
         Frames of one scan row per HDF5 chunk; default about 1 MiB per chunk.
 
@@ -119,7 +120,7 @@ class FrameWriter:
         calibration: Mapping[str, Any] | None = None,
         queue_depth: int = 8,
         flush_interval: float = 0.5,
-        sync_interval: float | None = 1.0,
+        sync_interval: float | None = None,
         chunk_frames: int | None = None,
     ) -> None:
         self.path = str(path)
