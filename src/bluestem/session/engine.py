@@ -24,10 +24,10 @@ HALTED = "halted (RE.halt(), or an interrupt forced a halt): the plan did not cl
 NOT_RESUMABLE = "a pause was requested but this plan cannot be resumed: aborted"
 
 
-# Interruptions an operator asked for: bluesky logs each with a full traceback ("Run
-# aborted"), which at the console reads as a crash. Failures keep theirs.
 logger = logging.getLogger(__name__)
 
+# Interruptions an operator asked for: bluesky logs each with a full traceback ("Run
+# aborted"), which at the console reads as a crash. Failures keep theirs.
 _ASKED_FOR = (RequestAbort, PlanHalt, FailedPause, asyncio.CancelledError)
 
 
