@@ -66,10 +66,17 @@ def test_raster_arguments_are_refused_naming_them_or_passed_on():
 
     seen = {"refused": 0, "passed": 0}
 
+    anything = st.tuples(SHAPES, NUMBERS, st.one_of(st.none(), NUMBERS),
+                         st.one_of(st.none(), NUMBERS), NUMBERS, NUMBERS)  # fmt: skip
+    # Arguments inside every range (so that the valid branch is always exercised too).
+    valid = st.tuples(st.tuples(st.integers(1, 4096), st.integers(1, 4096)),
+                      st.floats(1e-7, 1.0), st.one_of(st.none(), st.floats(1e-3, 1e7)),
+                      st.none(), st.floats(-360, 360), st.floats(0, 1))  # fmt: skip
+
     @settings(max_examples=600, deadline=None, database=None)
-    @given(shape=SHAPES, dwell=NUMBERS, fov=st.one_of(st.none(), NUMBERS),
-           step=st.one_of(st.none(), NUMBERS), rotation=NUMBERS, flyback=NUMBERS)  # fmt: skip
-    def check(shape, dwell, fov, step, rotation, flyback):
+    @given(args=st.one_of(anything, valid))
+    def check(args):
+        shape, dwell, fov, step, rotation, flyback = args
         bad = _first_bad(shape, dwell, fov, step, rotation, flyback)
         plan = raster(None, None, shape=shape, dwell=dwell, fov=fov, step=step,
                       rotation=rotation, flyback=flyback)  # fmt: skip
