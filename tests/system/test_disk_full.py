@@ -35,11 +35,20 @@ def small_disk(tmpfs):
 
 
 def fill(path: Path, leave: int = 0) -> None:
-    """Write ``path`` until the disk has at most ``leave`` bytes free."""
+    """Write ``path`` until the disk has at most ``leave`` bytes free.
+
+    Only ever on a small disk (one of the tests' tmpfs): it refuses a file system bigger
+    than 256 MB, and never writes more than the file system's size, so that a filler that
+    outlives its test (its tmpfs unmounted under it) cannot fill the machine's disk.
+    """
+    st = os.statvfs(path.parent)
+    size = st.f_blocks * st.f_frsize
+    if size > 256 * 1024**2:
+        raise RuntimeError(f"{path.parent} is {size / 1e9:.1f} GB: fill() is for a small tmpfs")
     block = b"\xff" * 65536
     with open(path, "wb") as f:
         try:
-            while True:
+            for _ in range(size // len(block) + 1):
                 f.write(block)
                 f.flush()
                 if leave and os.statvfs(path).f_bavail * os.statvfs(path).f_frsize <= leave:
@@ -66,10 +75,13 @@ def test_a_disk_that_fills_mid_scan_fails_the_run_cleanly_and_recovers(
     s.live.sinks.append(lambda name, doc: docs.append(("derived_" + name, doc)))
     filler = small_disk / "filler"
 
+    done = threading.Event()  # the test is over: the filler must not start after it
+
     def fill_when_capturing():
         deadline = time.monotonic() + 30
         while ca.get("DET:HDF1:NumCaptured_RBV") < 300:
-            assert time.monotonic() < deadline
+            if done.is_set() or time.monotonic() > deadline:
+                return
             time.sleep(0.01)
         fill(filler)  # another process takes the rest of the disk
         filled.append(time.monotonic())
@@ -80,7 +92,7 @@ def test_a_disk_that_fills_mid_scan_fails_the_run_cleanly_and_recovers(
     try:
         t0 = time.monotonic()
         with pytest.raises(FailedStatus) as info:
-            s.RE(raster(s.det, s.scan, shape=SHAPE, dwell=1e-3, fov=2.0, microscope=s.mic))
+            s.RE(raster(s.det, s.scan, shape=SHAPE, dwell=2e-3, fov=2.0, microscope=s.mic))
         failed = time.monotonic()
         thread.join(10)
         print(f"disk full: the plan failed {failed - filled[0]:.2f} s after the disk "
@@ -141,6 +153,8 @@ def test_a_disk_that_fills_mid_scan_fails_the_run_cleanly_and_recovers(
         assert ca.get("STATUS") == "OK"
         assert ca.get("DET:HDF1:WriteStatus") == "Write OK"
     finally:
+        done.set()
+        thread.join(30)  # before the fixture unmounts the tmpfs
         s.close()
 
 

@@ -67,6 +67,22 @@ def _webhook():
     return f"http://127.0.0.1:{server.server_port}/bluestem", bodies, server.shutdown
 
 
+def _stall_session(sim_factory, tmp_path, seed: str):
+    """A new IOC and a session on it whose detector has a 3 s stall timeout:
+    ``(ioc, ca, session, docs)``, every raw document recorded in ``docs``."""
+    from bluestem.session import build_session
+
+    ioc, ca, data = sim_factory("--seed", seed)
+    set_frame(ca, FRAME)
+    inv = inventory(ioc, data, tmp_path / "journal")
+    det = next(d for d in inv["devices"] if d["name"] == "det")
+    det["stall_timeout"] = 3.0
+    s = build_session(inv)
+    docs = []
+    s.RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    return ioc, ca, s, docs
+
+
 def _file_of(docs) -> str:
     (resource,) = [d for n, d in docs if n == "stream_resource"]
     return resource["uri"].removeprefix("file://localhost")
@@ -182,16 +198,8 @@ def test_an_acquisition_that_stops_delivering_trips_the_watchdog(sim_factory, tm
     from bluesky.utils import FailedStatus
 
     from bluestem.plans import raster
-    from bluestem.session import build_session
 
-    ioc, ca, data = sim_factory("--seed", "12")
-    set_frame(ca, FRAME)
-    inv = inventory(ioc, data, tmp_path / "journal")
-    det = next(d for d in inv["devices"] if d["name"] == "det")
-    det["stall_timeout"] = 3.0
-    s = build_session(inv)
-    docs = []
-    s.RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    ioc, ca, s, docs = _stall_session(sim_factory, tmp_path, "12")
     held = []
 
     def hold():
@@ -221,16 +229,8 @@ def test_a_pause_longer_than_the_stall_timeout_is_not_a_stall(sim_factory, tmp_p
     from bluesky.utils import RunEngineInterrupted
 
     from bluestem.plans import raster
-    from bluestem.session import build_session
 
-    ioc, ca, data = sim_factory("--seed", "13")
-    set_frame(ca, FRAME)
-    inv = inventory(ioc, data, tmp_path / "journal")
-    det = next(d for d in inv["devices"] if d["name"] == "det")
-    det["stall_timeout"] = 3.0
-    s = build_session(inv)
-    docs = []
-    s.RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    _ioc, _ca, s, docs = _stall_session(sim_factory, tmp_path, "13")
     thread = _when_rows(s, docs, 2, s.RE.request_pause)
     try:
         with pytest.raises(RunEngineInterrupted):
