@@ -40,6 +40,10 @@ BINNINGS = (1, 2, 4, 8)
 #: Smoothing of a feature image (nm): above the spacing of atomic columns (0.2-0.3 nm),
 #: below the size of a nanoparticle, so a particle is one blob at any step.
 SMOOTH_NM = 0.5
+#: Smoothing of a fine image (nm): atomic columns gone, touching particles still two.
+FINE_SMOOTH_NM = 1.0
+#: A fine image's background: this percentile of it (the particle may fill half the field).
+FLOOR_PERCENTILE = 5.0
 #: Below this normalised cross-correlation a drift measurement is not trusted.
 MIN_PEAK = 0.3
 
@@ -96,6 +100,7 @@ def adaptive_survey(
     track_binning: int = 2,
     track_dwell: float | None = None,
     contrast: str = "adf",
+    recentre: float | None = 0.05,
     md: dict | None = None,
 ) -> MsgGenerator[LoopResult]:
     """Survey a large field, then take fine 4D scans centred on its best features.
@@ -123,6 +128,11 @@ def adaptive_survey(
         s per tracking position (default: ``survey_dwell``).
     contrast : str
         ``"adf"`` (bright features: particles) or ``"bf"`` (dark features).
+    recentre : float, optional
+        A fine scan whose own image shows its feature further than ``recentre ×
+        fine_fov`` from its centre is taken once more, centred on the feature (0 <
+        recentre < 0.5; None: never). Re-centred scans come out of the frame budget
+        left after the features' visits.
     md : dict, optional
         Extra metadata of the umbrella and every raster run.
 
@@ -158,6 +168,8 @@ def adaptive_survey(
             n % track_binning for n in survey_shape):  # fmt: skip
         raise ValueError(f"track_binning={track_binning!r}: allowed one of {BINNINGS} "
                          f"dividing survey_shape {survey_shape}")  # fmt: skip
+    if recentre is not None:
+        recentre = check_number("recentre", recentre, low=0.0, high=0.5, low_open=True)
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast={contrast!r}: allowed one of {CONTRASTS}")
     if isinstance(frame_budget, bool) or not isinstance(frame_budget, int):
@@ -166,6 +178,10 @@ def adaptive_survey(
         raise ValueError(f"md={md!r}: allowed a mapping or None")
     track_shape = (survey_shape[0] // track_binning, survey_shape[1] // track_binning)
     wanted = _check_counts(features, track, survey_shape, fine_shape, track_shape, frame_budget)
+    fine_frames = fine_shape[0] * fine_shape[1]
+    visits = wanted * (fine_frames + (track_shape[0] * track_shape[1] if track else 0))
+    spare = frame_budget - survey_shape[0] * survey_shape[1] - visits
+    recentres = 0 if recentre is None else min(wanted, spare // fine_frames)
     extra = dict(md or {})
     parameters = {
         "survey": {"shape": list(survey_shape), "fov_nm": survey_fov, "dwell": survey_dwell},
@@ -173,9 +189,14 @@ def adaptive_survey(
         "track": {"on": track, "shape": list(track_shape), "dwell": track_dwell,
                   "binning": track_binning},
         "features": features, "features_in_budget": wanted, "frame_budget": frame_budget,
-        "contrast": contrast,
+        "contrast": contrast, "recentre": recentre, "recentres_in_budget": recentres,
     }  # fmt: skip
-    agent = SurveyAgent(features=wanted, track=track)
+    agent = SurveyAgent(
+        features=wanted,
+        track=track,
+        recentres=recentres,
+        recentre_nm=None if recentre is None else recentre * fine_fov,
+    )
     reference: dict[str, Any] = {}
     scans = {
         SURVEY: (survey_shape, survey_fov, survey_dwell),
@@ -190,12 +211,14 @@ def adaptive_survey(
 
     def acquire(readback, iteration, loop_md):
         role = agent.phase
+        again = role == FINE and agent.again is not None  # a fine scan re-centred
         shape, fov, dwell = scans[role]
         run_md = {
             **extra,
             **loop_md,
-            "adaptive_survey": {**parameters, "iteration": iteration, "role": role},
-        }
+            "adaptive_survey": {**parameters, "iteration": iteration, "role": role,
+                                "recentred": again},
+        }  # fmt: skip
         plan = raster(det, scan, shape=shape, dwell=dwell, fov=fov, microscope=mic,
                       md=run_md)  # fmt: skip
         uid, runs = yield from run_documents(plan)
@@ -206,12 +229,14 @@ def adaptive_survey(
             "method": f"{role}: {measured.pop('method')}",
             "time": float(start["time"]),
             "ready": time.time(),
+            **({"recentred": True} if again else {}),
             **measured,
         }
 
     return (yield from closed_loop(
         agent, acquire, settings={OFFSET_Y: scan.offset_y, OFFSET_X: scan.offset_x},
-        max_iterations=1 + wanted * (2 if track else 1), converged=lambda r: bool(r["done"]),
+        max_iterations=1 + wanted * (2 if track else 1) + recentres,
+        converged=lambda r: bool(r["done"]),
         goal={"adaptive_survey": "fine scans centred on the best features", **parameters},
         md={**extra, "adaptive_survey": parameters}))  # fmt: skip
 
@@ -221,7 +246,7 @@ def _analyse(role, img, start, reference, agent, binning) -> dict[str, Any]:
     import numpy as np
 
     from bluestem.loop.drift import bin_image, measure_shift, shift_to_scan
-    from bluestem.loop.features import find_features, pixel_to_scan
+    from bluestem.loop.features import find_features, pixel_to_scan, smooth
 
     step, rotation = _geometry(start)
     shape = img.shape
@@ -251,7 +276,13 @@ def _analyse(role, img, start, reference, agent, binning) -> dict[str, Any]:
                 "units": {"drift_y": "m", "drift_x": "m"},
                 "drift_nm": list(drift), "shift_px": [dy, dx], "peak": peak,
                 "reliable": bool(peak >= MIN_PEAK)}  # fmt: skip
-    found = find_features(img, sigma=sigma, edge=0, split=False)
+    # A fine scan resolves a particle's atomic columns (maxima of a finer smoothing) and
+    # is mostly filled by it (its median lies inside the particle): smooth over
+    # FINE_SMOOTH_NM, split touching particles, measure above the field's darkest part.
+    filled = np.where(np.isfinite(img), img, np.nanmedian(img))
+    sigma = min(10.0, max(1.0, FINE_SMOOTH_NM / min(step)))
+    floor = float(np.percentile(smooth(filled, sigma), FLOOR_PERCENTILE))
+    found = find_features(filled, sigma=sigma, edge=0, split=True, background=floor)
     target = agent.target or {}
     best = None
     for f in found:

@@ -72,7 +72,9 @@ def test_demo_loop_runs_both_loops_to_convergence(tmp_path):
     assert re.search(r"error:    [+-]0\.\d{3} nm \(within 1 nm\)", text)
     assert (out / "truth-autofocus.json").exists() and (out / "truth-pacbed.json").exists()
     # the survey: three fine scans, each within 10 % of its 8 nm field of its particle
-    survey = re.search(r"^survey: converged after 7 iteration\(s\) in [\d.]+ s; loop (\S+)$",
+    # 7 iterations (survey, 3 x track and fine), up to 3 more fine scans re-centred
+    survey = re.search(r"^survey: converged after (?:7|8|9|10) iteration\(s\) in [\d.]+ s; "
+                       r"loop (\S+)$",
                        text, re.MULTILINE)  # fmt: skip
     assert survey, text
     misses = [float(m) for m in re.findall(r"fine \d:   centred (\d+\.\d\d) nm from", text)]

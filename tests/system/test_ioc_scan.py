@@ -95,8 +95,10 @@ def test_internal_trigger_series(ca):
 
 @pytest.mark.parametrize("how, state", [("Stop", "Done"), ("Abort", "Aborted")])
 def test_stop_mid_scan_keeps_a_valid_partial_file(ca, how, state):
-    # 64 x 64 positions at 2 ms: ~8 s if left alone; stopped after a few rows.
-    configure_scan(ca, shape=(64, 64), frame=16, dwell=2e-3, name=f"partial{how}")
+    # 256 x 64 positions at 2 ms: ~33 s if left alone; stopped after a few rows. (At 64 x 64,
+    # ~8 s, a loaded CI machine once let the whole scan finish before the stop arrived.)
+    ny, nx = 256, 64
+    configure_scan(ca, shape=(ny, nx), frame=16, dwell=2e-3, name=f"partial{how}")
     ca.put("DET:HDF1:Capture", 1)
     path = ca.get_str("DET:HDF1:FullFileName_RBV")
     ca.put("DET:cam1:Acquire", 1)
@@ -106,7 +108,7 @@ def test_stop_mid_scan_keeps_a_valid_partial_file(ca, how, state):
     ca.wait_idle()
     assert ca.get("SCAN:State_RBV") == state
     written = ca.get("DET:HDF1:NumCaptured_RBV")
-    assert 128 <= written < 64 * 64
+    assert 128 <= written < ny * nx
     report = verify_file(path)
     assert report.ok, report.summary()  # missing frames are not corruption
     assert report.frames_received == written

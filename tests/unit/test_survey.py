@@ -64,6 +64,17 @@ def test_a_blob_at_the_edge_is_left_out_and_touching_blobs_are_split():
     assert find_features(np.full((10, 10), 7.0)) == []
 
 
+def test_a_blob_filling_most_of_the_field_is_found_above_a_given_background():
+    # a fine scan centred on a particle: the median lies inside the disc
+    image = _blobs((32, 32), [(16.4, 15.6)], 13.0, height=2000.0, background=2.0)
+    assert np.median(image) > 1000
+    assert find_features(image, edge=0, split=False) == []  # nothing above the median's noise
+    found = find_features(image, background=float(np.percentile(image, 5)), edge=0, split=False)
+    assert len(found) == 1
+    assert math.hypot(found[0].y - 16.4, found[0].x - 15.6) < 0.1
+    assert found[0].radius == pytest.approx(13.0, rel=0.1)
+
+
 @pytest.mark.parametrize(
     ("kw", "words"),
     [
@@ -72,6 +83,7 @@ def test_a_blob_at_the_edge_is_left_out_and_touching_blobs_are_split():
         ({"min_area": 0}, ["min_area=0", ">= 1"]),
         ({"edge": -1}, ["edge=-1"]),
         ({"split": "yes"}, ["split='yes'"]),
+        ({"background": float("nan")}, ["background=nan", "finite"]),
     ],
 )
 def test_bad_feature_arguments_are_refused(kw, words):
@@ -230,6 +242,7 @@ MIC = _Device("defocus")
         ({"track_binning": 3}, ["track_binning=3", "(1, 2, 4, 8)"]),
         ({"survey_shape": (36, 36), "track_binning": 8}, ["track_binning=8", "(36, 36)"]),
         ({"contrast": "haadf"}, ["contrast='haadf'", "('adf', 'bf')"]),
+        ({"recentre": 0.7}, ["recentre=0.7", "(0, 0.5]"]),
         ({"frame_budget": 3000}, ["frame_budget=3000", "2304 frames", "allowed >= 3904"]),
         ({"md": ["x"]}, ["md=['x']"]),
     ],
@@ -264,3 +277,56 @@ def test_the_frame_budget_limits_the_fine_scans_and_is_recorded():
     assert recorded["features"] == 5 and recorded["features_in_budget"] == 2
     assert msg.kwargs["closed_loop"]["budget"] == {"max_iterations": 5}  # survey + 2 × 2
     assert msg.kwargs["closed_loop"]["agent"]["parameters"]["features"] == 2
+    # no frames left for a re-centred fine scan (1,024 each): none allowed
+    assert recorded["recentres_in_budget"] == 0
+    msg = next(adaptive_survey(DET, scan, MIC, features=2, frame_budget=2304 + 2 * 1600 + 1024))
+    assert msg.kwargs["adaptive_survey"]["recentres_in_budget"] == 1
+    assert msg.kwargs["closed_loop"]["budget"] == {"max_iterations": 6}
+    assert msg.kwargs["closed_loop"]["agent"]["parameters"]["recentre_nm"] == 0.4  # 5 % of 8
+
+
+def test_a_fine_scan_found_off_centre_is_taken_once_more_centred_on_its_feature():
+    v = (0.2, -0.1)  # nm/s
+    agent = SurveyAgent(features=2, track=True, lag=0.5, recentre_nm=0.4, recentres=1)
+    origin = {OFFSET_Y: 0.0, OFFSET_X: 0.0}
+    agent.ingest(origin, _survey([(3.0, 4.0), (-5.0, 6.0)]))
+    agent.ingest(origin, {"role": "track", "time": 110.0, "ready": 111.0, "reliable": True,
+                          "drift_nm": [v[0] * 10, v[1] * 10]})  # fmt: skip
+    (first,) = agent.suggest(1)
+    # the fine image shows the feature 0.6 nm off (more than 0.4): the same feature again
+    agent.ingest(first, {"role": "fine", "time": 111.5, "ready": 112.0, "found": True,
+                         "centring_nm": [0.6, 0.0], "centring_error_nm": 0.6})  # fmt: skip
+    report = agent.report()
+    assert report["visited"] == 0 and report["recentred"] == 1 and report["next"] == "fine"
+    assert "again" in report["decision"]
+    (again,) = agent.suggest(1)
+    # the offset plus the centring plus the drift from the fine scan to the next (lag 0.5)
+    dt = (112.0 + 0.5) - 111.5
+    assert again[OFFSET_Y] == pytest.approx(first[OFFSET_Y] + 0.6 + v[0] * dt, abs=1e-3)
+    assert again[OFFSET_X] == pytest.approx(first[OFFSET_X] + 0.0 + v[1] * dt, abs=1e-3)
+    agent.ingest(again, {"role": "fine", "time": 112.6, "ready": 113.0, "found": True,
+                         "centring_nm": [0.5, 0.0], "centring_error_nm": 0.5})  # fmt: skip
+    # once only per feature: on to the next feature although still 0.5 nm off
+    assert agent.report()["visited"] == 1 and agent.report()["next"] == "track"
+    agent.ingest(origin, {"role": "track", "time": 114.0, "ready": 115.0, "reliable": True,
+                          "drift_nm": [v[0] * 14, v[1] * 14]})  # fmt: skip
+    (point,) = agent.suggest(1)
+    # the budget held one re-centring: spent, so an off-centre scan is not taken again
+    agent.ingest(point, {"role": "fine", "time": 115.5, "ready": 116.0, "found": True,
+                         "centring_nm": [0.0, 2.0], "centring_error_nm": 2.0})  # fmt: skip
+    report = agent.report()
+    assert report["done"] and report["recentred"] == 1
+    assert report["scans"] == ["survey", "track", "fine", "fine again", "track", "fine"]
+
+
+def test_a_fine_scan_that_found_nothing_or_is_centred_is_not_repeated():
+    for measured in ({"found": False}, {"found": True, "centring_nm": [0.1, 0.1],
+                                        "centring_error_nm": 0.14}):  # fmt: skip
+        agent = SurveyAgent(features=1, track=False, recentre_nm=0.4, recentres=1)
+        agent.ingest({OFFSET_Y: 0.0, OFFSET_X: 0.0}, _survey([(3.0, 4.0)]))
+        agent.ingest(agent.suggest(1)[0], {"role": "fine", "time": 105.0, **measured})
+        assert agent.report()["done"] and agent.report()["recentred"] == 0
+    for kw, word in (({"recentre_nm": 0.0}, "recentre_nm=0.0"),
+                     ({"recentres": -1}, "recentres=-1")):  # fmt: skip
+        with pytest.raises(ValueError, match=word):
+            SurveyAgent(**kw)

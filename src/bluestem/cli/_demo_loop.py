@@ -217,18 +217,24 @@ def _survey_judge(result, truth: dict, session) -> list[str]:
     field = float(spec["field"])
     particles = survey_targets(spec)
     # This IOC took only this loop's rasters: its acquisitions are the loop's, in order
-    # (survey, then track and fine per feature).
+    # (survey, then per feature a track, a fine scan and maybe that scan re-centred: the
+    # agent's "scans"); each feature's last fine scan is judged.
     entries = [truth["acquisitions"][k] for k in sorted(truth["acquisitions"], key=int)]
+    scans = list(result.report.get("scans", []))
+    last = [i for i, role in enumerate(scans) if role.startswith("fine")
+            and (i + 1 == len(scans) or scans[i + 1] != "fine again")]  # fmt: skip
     drift0 = np.asarray(entries[0]["displacement"]["drift"])
     lines, worst = [], 0.0
-    for k, entry in enumerate(entries[2::2], 1):
+    for k, i in enumerate(last, 1):
+        entry = entries[i]
         centre = np.asarray(entry["displacement"]["scan_centre"])
         off = (particles - centre + field / 2) % field - field / 2
         miss = float(np.hypot(off[:, 0], off[:, 1]).min())
         drift = float(np.hypot(*(np.asarray(entry["displacement"]["drift"]) - drift0)))
         worst = max(worst, miss)
+        again = ", re-centred once" if scans[i] == "fine again" else ""
         lines.append(f"  fine {k}:   centred {miss / NM:.2f} nm from its particle (the specimen "
-                     f"drifted {drift / NM:.2f} nm since the survey)")  # fmt: skip
+                     f"drifted {drift / NM:.2f} nm since the survey{again})")  # fmt: skip
     limit = 0.1 * SURVEY_FINE_FOV * NM
     v = truth["hidden"]["drift"]
     return [f"  truth:    {len(particles)} particles and aggregates; the specimen drifts "

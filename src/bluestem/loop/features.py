@@ -122,6 +122,7 @@ def find_features(
     min_area: int = 4,
     edge: int = 1,
     split: bool = True,
+    background: float | None = None,
 ) -> list[Feature]:
     """Bright blobs of ``image``, heaviest first.
 
@@ -146,6 +147,10 @@ def find_features(
         Split a blob holding several maxima of the smoothed image between them (two
         touching particles); False keeps it whole (an image resolving a particle's atomic
         columns, which are maxima too).
+    background : float, optional
+        The background level (default: the image's median). A field mostly filled by
+        one feature (a fine scan centred on a particle) has its median inside the
+        feature: give a level measured where the feature is not (e.g. a low percentile).
 
     Returns
     -------
@@ -174,9 +179,19 @@ def find_features(
     finite = np.isfinite(data)
     if not finite.any():
         return []
-    background = float(np.median(data[finite]))
-    data = np.where(finite, data, background)
-    noise = MAD_SIGMA * float(np.median(np.abs(data[finite] - background)))
+    if background is not None and not (isinstance(background, int | float)
+                                       and math.isfinite(background)):  # fmt: skip
+        raise ValueError(f"background={background!r}: allowed a finite number or None")
+    median = float(np.median(data[finite]))
+    background = median if background is None else float(background)
+    data = np.where(finite, data, median)
+    values = data[finite]
+    if background != median:
+        # The noise of the background, from the pixels nearer it than the median (the
+        # median may lie inside a feature that fills the field).
+        quiet = values[values <= (background + median) / 2]
+        values = quiet if quiet.size >= 8 else values
+    noise = MAD_SIGMA * float(np.median(np.abs(values - background)))
     smoothed = smooth(data, float(sigma))
     top = float(smoothed.max())
     level = max(background + threshold * (top - background), background + noise_sigmas * noise)

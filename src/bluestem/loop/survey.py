@@ -15,13 +15,19 @@ catalogue (:func:`bluestem.loop.replay_decisions`). Each measurement carries its
     of the survey's field), ``reliable``, ``time`` and ``ready`` (when the analysis
     finished: the next scan starts about ``lag`` s later).
 ``fine``
-    ``time`` (its start) and whatever the plan measured in the fine scan (the centring).
+    ``time`` (its start), ``ready`` and what the plan measured in the fine scan: ``found``
+    and ``centring_nm`` ``[y, x]`` (the feature's displacement from the scan's centre).
 
 The fine scan of a feature at **g** from the survey's centre **O** is set to
 ``O + g + d(t)``: ``d(t)`` is the drift extrapolated to the fine scan's expected start
 (:func:`bluestem.loop.drift.extrapolate` over the survey, at zero drift, and the tracking
 measurements); ``t = ready + lag`` with ``lag`` the last measured delay between a
 tracking analysis and the next fine scan's start.
+
+A fine scan whose own image shows the feature more than ``recentre_nm`` off its centre is
+taken again, once, at ``offset + centring + d(t') - d(t_fine)`` (``recentres`` in all): the
+survey's low-dose image locates a feature to a fraction of its pixel, the fine image to a
+fraction of its own.
 """
 
 from __future__ import annotations
@@ -56,10 +62,16 @@ class SurveyAgent(Agent):
         start, until one is measured.
     window : int
         Drift measurements (the survey's zero included) in the straight-line fit.
+    recentre_nm : float, optional
+        A fine scan whose feature is further than this from its centre (nm) is taken
+        again, re-centred on it (None: never).
+    recentres : int
+        Most re-centred fine scans in the whole survey.
     """
 
     def __init__(self, features: int = 3, track: bool = True, lag: float = 0.5,
-                 window: int = 3) -> None:  # fmt: skip
+                 window: int = 3, recentre_nm: float | None = None,
+                 recentres: int = 0) -> None:  # fmt: skip
         if isinstance(features, bool) or not isinstance(features, int) or features < 1:
             raise ValueError(f"features={features!r}: allowed an integer >= 1")
         if not isinstance(track, bool):
@@ -68,6 +80,15 @@ class SurveyAgent(Agent):
             raise ValueError(f"lag={lag!r}: allowed 0..60 s")
         if isinstance(window, bool) or not isinstance(window, int) or window < 2:
             raise ValueError(f"window={window!r}: allowed an integer >= 2")
+        if recentre_nm is not None and not (isinstance(recentre_nm, int | float)
+                                            and 0 < recentre_nm < 1e4):  # fmt: skip
+            raise ValueError(f"recentre_nm={recentre_nm!r}: allowed None or 0 < value < 1e4")
+        if isinstance(recentres, bool) or not isinstance(recentres, int) or recentres < 0:
+            raise ValueError(f"recentres={recentres!r}: allowed an integer >= 0")
+        self.recentre_nm = None if recentre_nm is None else float(recentre_nm)
+        self.recentres, self.recentred = recentres, 0
+        self.again: dict[str, float] | None = None  # the re-centred offset, when one is due
+        self.scans: list[str] = []  # each measurement's role ("fine again": re-centred)
         self.features, self.track = features, track
         self.lag0 = self.lag = float(lag)  # lag: the last measured one
         self.window = window
@@ -83,7 +104,8 @@ class SurveyAgent(Agent):
 
     def parameters(self) -> dict:
         return {"features": self.features, "track": self.track, "lag": self.lag0,
-                "window": self.window}  # fmt: skip
+                "window": self.window, "recentre_nm": self.recentre_nm,
+                "recentres": self.recentres}  # fmt: skip
 
     @property
     def target(self) -> dict[str, Any] | None:
@@ -92,13 +114,17 @@ class SurveyAgent(Agent):
             return self.targets[len(self.visited)]
         return None
 
+    def _drift_at(self, t: float) -> tuple[float, float]:
+        if not (self.track and self.ready is not None):
+            return (0.0, 0.0)
+        return extrapolate(self.times, self.drifts, t, window=self.window)
+
     def _fine_offset(self) -> dict[str, float]:
         assert self.origin is not None
+        if self.again is not None:
+            return dict(self.again)
         target = self.targets[len(self.visited)]
-        drift = (0.0, 0.0)
-        if self.track and self.ready is not None:
-            drift = extrapolate(self.times, self.drifts, self.ready + self.lag,
-                                window=self.window)  # fmt: skip
+        drift = self._drift_at(self.ready + self.lag) if self.ready is not None else (0.0, 0.0)
         y = self.origin[0] + float(target["y_nm"]) + drift[0]
         x = self.origin[1] + float(target["x_nm"]) + drift[1]
         self.planned = {"drift_nm": [drift[0], drift[1]], "for_time": (
@@ -131,11 +157,17 @@ class SurveyAgent(Agent):
                 self.times.append(float(measurement["time"]))
                 self.drifts.append((dy, dx))
             self.ready = float(measurement["ready"])
-        elif role == FINE:
-            if self.ready is not None and self.track:
+        again = role == FINE and self.again is not None
+        self.scans.append(f"{role} again" if again else role)
+        if role == FINE:
+            if self.ready is not None and self.track and not again:
                 self.lag = max(0.0, float(measurement["time"]) - self.ready)
+            self.again = None
+            offset = (float(point[OFFSET_Y]), float(point[OFFSET_X]))
+            if self._recentre(offset, measurement, again):
+                return
             self.visited.append({"target": dict(self.targets[len(self.visited)]),
-                                 "offset": [float(point[OFFSET_Y]), float(point[OFFSET_X])],
+                                 "offset": list(offset), "recentred": again,
                                  **(self.planned or {})})  # fmt: skip
         if role == TRACK:
             self.phase = FINE
@@ -143,6 +175,25 @@ class SurveyAgent(Agent):
             self.phase = DONE
         else:
             self.phase = TRACK if self.track else FINE
+
+    def _recentre(self, offset, measurement, again: bool) -> bool:
+        """Plan the fine scan again on the feature, when it was found too far off."""
+        error = measurement.get("centring_error_nm")
+        if (again or self.recentre_nm is None or self.recentred >= self.recentres
+                or not measurement.get("found") or error is None
+                or float(error) <= self.recentre_nm):  # fmt: skip
+            return False
+        cy, cx = (float(v) for v in measurement["centring_nm"])
+        t_fine = float(measurement["time"])
+        then = self._drift_at(t_fine)
+        t_next = float(measurement.get("ready", t_fine)) + self.lag
+        now = self._drift_at(t_next)
+        self.recentred += 1
+        self.again = {OFFSET_Y: round(offset[0] + cy + now[0] - then[0], 3),
+                      OFFSET_X: round(offset[1] + cx + now[1] - then[1], 3)}  # fmt: skip
+        self.planned = {"drift_nm": [now[0] - then[0], now[1] - then[1]], "for_time": t_next,
+                        "recentre_from_nm": [cy, cx]}  # fmt: skip
+        return True
 
     def report(self) -> dict:
         done = self.phase == DONE
@@ -154,6 +205,8 @@ class SurveyAgent(Agent):
             else "every target visited" if done
             else f"track the drift before feature {len(self.visited) + 1}"
             if self.phase == TRACK
+            else f"fine scan of feature {len(self.visited) + 1} again, re-centred on it"
+            if self.again is not None
             else f"fine scan of feature {len(self.visited) + 1} of {len(self.targets)}"
         )  # fmt: skip
         return {
@@ -164,6 +217,8 @@ class SurveyAgent(Agent):
             "visited": len(self.visited),
             "drift_nm": [last[0], last[1]],
             "lag_s": self.lag,
+            "recentred": self.recentred,
+            "scans": list(self.scans),
             "next_target": nxt,
             "decision": decision,
         }
