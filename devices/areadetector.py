@@ -91,4 +91,5 @@ class HDF5Writer(Device):
     write_status = Cpt(TextSignalRO, "WriteStatus", kind=Kind.omitted)
     write_message = Cpt(TextSignalRO, "WriteMessage", kind=Kind.omitted)
     file_path_exists = Cpt(EpicsSignalRO, "FilePathExists_RBV", kind=Kind.omitted)
+    free_space = Cpt(EpicsSignalRO, "FreeSpace_RBV", kind=Kind.omitted)  # MB
     chunk_shape = Cpt(EpicsSignalRO, "ChunkShape_RBV", kind=Kind.omitted)

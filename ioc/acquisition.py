@@ -12,7 +12,6 @@ reads :meth:`AcquisitionEngine.snapshot`, which is safe from any thread.
 from __future__ import annotations
 
 import heapq
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +22,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .blanking import Withheld
+from .schedule import FrameSchedule
 from .threads import lower_thread_priority
 
 __all__ = [
@@ -33,12 +34,6 @@ __all__ = [
     "FrameSink",
 ]
 
-# Bytes of frames rendered per block: big enough that per-block Python overhead is
-# negligible, small enough that a few blocks in the writer queue stay well under a GB.
-BLOCK_BYTES = 8 * 1024**2
-# Longest a paced block may take, so progress and Stop stay responsive at slow dwells.
-BLOCK_SECONDS = 0.1
-
 
 class FrameSink(Protocol):
     """What the engine needs from a writer (``bluestem.frames.FrameWriter`` fits)."""
@@ -48,48 +43,6 @@ class FrameSink(Protocol):
     def submit(self, first: int, frames: np.ndarray) -> None: ...
     def close(self) -> Any: ...
     def abort(self) -> Any: ...
-
-
-@dataclass(frozen=True)
-class FrameSchedule:
-    """When and how many frames one acquisition produces.
-
-    Parameters
-    ----------
-    n_frames : int
-        Frames to produce, flat indices ``0 .. n_frames - 1``.
-    row_length : int
-        Frames per scan row (flyback is spent at the start of each row).
-    period : float
-        Seconds per frame; 0 means no pacing (max rate).
-    flyback : float
-        Seconds spent at the start of each row (ignored when ``period`` is 0).
-    frame_bytes : int
-        Size of one frame, to size the render blocks.
-    """
-
-    n_frames: int
-    row_length: int
-    period: float = 0.0
-    flyback: float = 0.0
-    frame_bytes: int = 1
-
-    def block_frames(self) -> int:
-        """Frames per render block."""
-        block = max(1, BLOCK_BYTES // max(1, self.frame_bytes))
-        if self.period > 0:
-            block = max(1, min(block, int(BLOCK_SECONDS / self.period)))
-        if block >= self.row_length:
-            # Whole rows keep the writer's row chunks complete per submit.
-            block -= block % self.row_length
-        return max(1, min(block, self.n_frames))
-
-    def elapsed(self, count: int) -> float:
-        """Seconds from the start until frame ``count - 1`` is complete."""
-        if self.period <= 0:
-            return 0.0
-        rows = math.ceil(count / self.row_length) if self.row_length else 0
-        return count * self.period + rows * self.flyback
 
 
 class EngineState(StrEnum):
@@ -121,6 +74,8 @@ class EngineSnapshot:
     n_frames: int
     error: BaseException | None = None
     summary: Any = None
+    withheld: int = 0  # frames scanned while blanked, not delivered (ioc/blanking.py)
+    rescans: int = 0  # times a resumed scan went back to rows scanned while blanked
 
     @property
     def finished(self) -> bool:
@@ -143,6 +98,7 @@ class _Counters:
     error: BaseException | None = None
     summary: Any = None
     late: list = field(default_factory=list)
+    rescans: int = 0
 
 
 class AcquisitionEngine:
@@ -166,6 +122,9 @@ class AcquisitionEngine:
         Flat indices never delivered.
     late : mapping int -> float
         Flat index -> extra delay in seconds.
+    withhold_blanked : bool
+        Withhold frames scanned while blanked (a scan, :mod:`bluestem.ioc.blanking`);
+        False records them without dose (a series: a dark reference).
     """
 
     def __init__(
@@ -178,6 +137,7 @@ class AcquisitionEngine:
         render_threads: int = 1,
         dropped: frozenset[int] | set[int] = frozenset(),
         late: dict[int, float] | None = None,
+        withhold_blanked: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.render = render
@@ -193,9 +153,12 @@ class AcquisitionEngine:
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._blank = threading.Event()
+        self._blanked = threading.Event()
         self._hold = threading.Event()
         self._thread: threading.Thread | None = None
         self._stream: Any = None  # a FrameStream that ``prepare`` returned
+        self._withheld = Withheld(schedule.n_frames)
+        self.withhold_blanked = withhold_blanked
 
     # -- control (any thread) -------------------------------------------------------
     def start(self) -> None:
@@ -226,7 +189,10 @@ class AcquisitionEngine:
         self._hold.clear()
 
     def blank(self, on: bool) -> None:
-        """Blank the beam: frames from now on carry no dose (all zeros)."""
+        """Blank the beam: frames from now on carry no dose and are withheld until a
+        resumed scan takes them again (:mod:`bluestem.ioc.blanking`)."""
+        if on:
+            self._blanked.set()  # latched: the block being scanned had no dose
         (self._blank.set if on else self._blank.clear)()
 
     def join(self, timeout: float | None = None) -> bool:
@@ -252,6 +218,8 @@ class AcquisitionEngine:
                 n_frames=self.schedule.n_frames,
                 error=c.error,
                 summary=c.summary,
+                withheld=self._withheld.count,
+                rescans=c.rescans,
             )
 
     # -- the thread ------------------------------------------------------------------
@@ -307,6 +275,7 @@ class AcquisitionEngine:
     def _produce(self, pool: ThreadPoolExecutor) -> None:
         schedule = self.schedule
         block = schedule.block_frames()
+        row = schedule.row_length if block < schedule.row_length else schedule.n_frames
         skip = np.zeros(schedule.n_frames, dtype=bool) if (self.dropped or self.late) else None
         if skip is not None:
             skip[list(self.dropped | set(self.late))] = True
@@ -315,19 +284,32 @@ class AcquisitionEngine:
         while first < schedule.n_frames and not self._stop.is_set():
             if self._hold.is_set() and first % schedule.row_length == 0:
                 t0 += self._held()  # pacing resumes where it stopped, not in a rush
+                back = self._rescan_from(first)
+                t0 += schedule.elapsed(first) - schedule.elapsed(back)  # paced from now
+                first = back
                 continue
-            count = min(block, schedule.n_frames - first)
+            # blocks never straddle a row boundary: a hold takes effect at the next row
+            count = min(block, schedule.n_frames - first, row - first % row)
+            if not self._blank.is_set():
+                self._blanked.clear()
             frames = self._render(pool, first, count)
-            if frames is not None and self._blank.is_set():
-                frames = np.zeros_like(frames)
             due = t0 + schedule.elapsed(first + count)
             stopped = schedule.period > 0 and self._stop.wait(max(0.0, due - self._clock()))
             if stopped and self._abort.is_set():
                 return
+            if frames is not None and self._blanked.is_set():  # blanked while scanned
+                if self.withhold_blanked:
+                    self._withheld.mark(first, count, skip)
+                    frames = None
+                else:  # a dark frame on purpose (a series): recorded, without dose
+                    frames = np.zeros_like(frames)
             # At max rate a frame is "late" relative to when it was really delivered.
             if schedule.period <= 0:
                 due = self._clock()
-            self._deliver(first, count, frames, skip, due)
+            if first < self._c.produced:  # a row scanned again: its withheld frames only
+                self._redeliver(first, count, frames)
+            else:
+                self._deliver(first, count, frames, skip, due)
             self._flush_late(wait=False)
             first += count
 
@@ -348,6 +330,29 @@ class AcquisitionEngine:
                 c.produced = max(c.produced, first + count)
                 c.submitted += count
                 c.dropped = c.produced - c.submitted
+
+    def _rescan_from(self, first: int) -> int:
+        """Where a resumed scan goes on: once the beam is back, the first row holding a
+        withheld frame; else ``first``."""
+        if self._blank.is_set() or self._stop.is_set():
+            return first
+        back = self._withheld.first_row_before(first, self.schedule.row_length)
+        if back is None:
+            return first
+        with self._lock:
+            self._c.rescans += 1
+        return back
+
+    def _redeliver(self, first: int, count: int, frames: np.ndarray | None) -> None:
+        if frames is None:  # blanked again while rescanning: still withheld
+            return
+        sent = 0
+        for start, stop in self._withheld.take(first, count):
+            if self.sink is not None:
+                self.sink.submit(first + start, frames[start:stop])
+            sent += stop - start
+        with self._lock:
+            self._c.submitted += sent
 
     def _held(self) -> float:
         """Wait while held (or until stopped); the seconds spent waiting."""

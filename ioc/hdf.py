@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,11 +55,11 @@ class HDFWriter(SettingsGroup):
     NumCapture (frames of an internally triggered file), Compression
     (None/bitshuffle-lz4); Capture (1 opens the file, 0 closes it; Capture_RBV);
     read-only FullFileName_RBV, NumCaptured_RBV, DroppedFrames_RBV, WriteStatus
-    (Write OK/Write error), WriteMessage, FilePathExists_RBV, and ChunkShape_RBV (integer
-    waveform of at most 4 entries: the HDF5 chunk shape of the frames dataset of the file
-    being, or last, written, e.g. ``[1, 64, 128, 128]`` for a scan and 3 entries for a
-    series; written when the file opens, before Capture_RBV becomes 1).  Long strings are
-    CHAR waveforms.
+    (Write OK/Write error), WriteMessage, FilePathExists_RBV, FreeSpace_RBV (MB), and
+    ChunkShape_RBV (integer waveform of at most 4 entries: the HDF5 chunk shape of the
+    frames dataset of the file being, or last, written, e.g. ``[1, 64, 128, 128]`` for a
+    scan and 3 entries for a series; written when the file opens, before Capture_RBV
+    becomes 1).  Long strings are CHAR waveforms.
 
     Like areaDetector's HDF5 plugin it owns its file: :meth:`open_file` checks the
     directory and the free space, opens a :class:`bluestem.frames.FrameWriter` (the
@@ -156,6 +157,10 @@ class HDFWriter(SettingsGroup):
     file_path_exists = readback(
         "FilePathExists_RBV", 0, "1 when FilePath is an existing, writable directory."
     )
+    free_space = readback(
+        "FreeSpace_RBV", -1.0, "Free space of the file system of FilePath (of the data root "
+        "while FilePath does not exist), updated each second; -1 when unknown.", units="MB",
+    )  # fmt: skip
     chunk_shape = pvproperty(
         name="ChunkShape_RBV", value=[], dtype=int, max_length=CHUNK_RANK, read_only=True,
         doc="HDF5 chunk shape of the frames of the file being (or last) written: "
@@ -196,6 +201,20 @@ class HDFWriter(SettingsGroup):
     def capture_length(self) -> int:
         """Frames of an internally triggered file (NumCapture_RBV)."""
         return int(self.num_capture_rbv.value)
+
+    async def update_free_space(self) -> None:
+        """Publish ``FreeSpace_RBV`` (a suspender of the session pauses a scan below a
+        threshold, before the disk fills)."""
+        free = -1.0
+        for where in (self.file_path_rbv.value, self._root):
+            if where and os.path.isdir(where):
+                try:
+                    free = shutil.disk_usage(where).free / 1e6
+                except OSError:
+                    continue
+                break
+        if abs(free - self.free_space.value) >= 0.01:
+            await self.free_space.write(round(free, 2))
 
     # -- the file ---------------------------------------------------------------------
     async def started(self, data_dir: str) -> None:

@@ -47,6 +47,7 @@ RENDER_THREADS = max(1, os.cpu_count() or 1)
 # waiting for the next 10 Hz tick to close its file.
 COUNTS_PERIOD = 0.1
 FINISH_POLL = 0.02
+FREE_SPACE_PERIOD = 1.0  # s between updates of HDF1:FreeSpace_RBV
 # How an engine's end reads on the detector and the scan.
 DETECTOR_END = {EngineState.FAULT: DetectorState.ERROR, EngineState.ABORTED: DetectorState.ABORTED}
 SCAN_END = {EngineState.FAULT: ScanState.FAULT, EngineState.ABORTED: ScanState.ABORTED}
@@ -158,6 +159,7 @@ class Instrument(SettingsGroup):
         self._stop_requested = ""
         self._acquisitions = 0
         self._published = 0.0
+        self._space_checked = 0.0
 
     # -- state -----------------------------------------------------------------------
     @property
@@ -331,6 +333,7 @@ class Instrument(SettingsGroup):
             render_threads=RENDER_THREADS,
             dropped=recipe.dropped if records else frozenset(),
             late=dict(recipe.late) if records else None,
+            withhold_blanked=not internal,  # a series with the beam blanked is a dark
         )
         engine.blank(self.mic.blanked)
         if not internal and self.scan.pause_requested:
@@ -352,11 +355,14 @@ class Instrument(SettingsGroup):
 
     @status.scan(period=FINISH_POLL)
     async def status(self, instance, async_lib):
+        now = time.monotonic()
+        if now - self._space_checked >= FREE_SPACE_PERIOD:
+            self._space_checked = now
+            await self.hdf.update_free_space()
         engine = self._engine
         if engine is None:
             return
         snap = engine.snapshot()
-        now = time.monotonic()
         if snap.finished or now - self._published >= COUNTS_PERIOD:
             self._published = now
             await self._publish_counts(snap)
@@ -392,6 +398,10 @@ class Instrument(SettingsGroup):
             await self.hdf.file_closed(snap.summary, dropped=snap.produced - int(written),
                                        error=error)  # fmt: skip
         text = f"{snap.state}: {snap.submitted} frames, {snap.dropped} dropped"
+        if snap.withheld:
+            text += f", {snap.withheld} scanned with the beam blanked and not kept"
+        if snap.rescans:
+            text += f", rows scanned blanked taken again {snap.rescans}x"
         if error is not None:
             text = f"{DetectorState.ERROR}: {error_text(error)}"
         await self.cam.finished(DETECTOR_END.get(snap.state, DetectorState.IDLE), text)

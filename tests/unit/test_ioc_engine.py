@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -127,12 +128,47 @@ def test_abort_aborts_the_sink():
     assert snap.state == "aborted" and sink.aborted and snap.submitted < 10_000
 
 
-def test_blanked_beam_gives_zero_frames():
+def test_frames_scanned_blanked_are_withheld():
     sink = MemorySink(20)
     engine = AcquisitionEngine(render, sink, FrameSchedule(n_frames=20, row_length=5))
     engine.blank(True)
+    snap = run(engine)
+    assert not sink.received.any()  # a frame without dose is not a measurement
+    assert snap.produced == 20 and snap.submitted == 0 and snap.withheld == 20
+    # a series with the beam blanked is a dark reference: recorded without dose
+    sink = MemorySink(20)
+    engine = AcquisitionEngine(render, sink, FrameSchedule(n_frames=20, row_length=5),
+                               withhold_blanked=False)  # fmt: skip
+    engine.blank(True)
     run(engine)
     assert sink.received.all() and not sink.frames.any()
+
+
+def test_a_scan_held_and_resumed_with_the_beam_back_takes_the_blanked_rows_again():
+    n, row = 60, 6  # blocks of 5 frames (0.1 s at 20 ms), cut at each row's end
+    sink = MemorySink(n)
+    engine = AcquisitionEngine(render, sink, FrameSchedule(n_frames=n, row_length=row,
+                                                           period=0.02))  # fmt: skip
+    engine.start()
+    deadline = time.monotonic() + 10
+    while engine.snapshot().produced < 15:  # blanked in the middle of row 2
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    engine.blank(True)
+    engine.pause()
+    while engine.snapshot().state != "paused":
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    blanked = engine.snapshot()
+    assert blanked.withheld > 0 and blanked.produced % row == 0
+    engine.blank(False)
+    engine.resume()
+    assert engine.join(10)
+    snap = engine.snapshot()
+    # every frame once, in its place, equal to an uninterrupted scan's
+    assert sink.received.all()
+    np.testing.assert_array_equal(sink.frames, render(0, n))
+    assert snap.submitted == n and snap.withheld == 0 and snap.rescans == 1
 
 
 def test_render_error_is_a_fault_and_the_sink_keeps_what_came_before():
