@@ -7,7 +7,7 @@ from ophyd import Device, EpicsSignalRO, Kind
 
 from .liveness import Liveness
 from .text import TextSignalRO
-from .verified import VerifiedEnum, VerifiedSetting
+from .verified import VerifiedEnum, VerifiedSetting, readback_matches
 
 __all__ = ["Microscope", "half_quantum"]
 
@@ -70,3 +70,17 @@ class Microscope(Device):
         "stage_alpha",
         "stage_beta",
     )
+
+    def mismatched_settings(self) -> list[str]:
+        """The settings whose readback is not within tolerance of its setpoint now (one
+        text each, naming both): a scan resumed after a suspension re-verifies them."""
+        out = []
+        for name in self.SETTINGS:
+            setting = getattr(self, name)
+            want = setting.setpoint.get(use_monitor=False)
+            got = setting.readback.get(use_monitor=False)
+            if not readback_matches(setting._normalise(want), got, atol=setting.atol,
+                                    rtol=setting.rtol):  # fmt: skip
+                out.append(f"{setting.setting} = {want!r} but its readback is {got!r} "
+                           f"(allowed {setting.tolerance_text()})")  # fmt: skip
+        return out

@@ -91,6 +91,9 @@ class VerifiedSetting(Device):
                 "rtol >= 0, timeout > 0"
             )
         self.atol, self.rtol, self.verify_timeout = atol, rtol, timeout
+        #: The last value this process asked for with ``set()`` (None: never): a
+        #: suspender tells the session's own blanking (a dark reference) from another's.
+        self.requested: Any = None
         # The readback carries the setting's own name in read(): ``mic_defocus``.
         self.readback.name = self.name
 
@@ -136,6 +139,7 @@ class VerifiedSetting(Device):
         reason) or with :class:`ReadbackMismatch`.
         """
         request = self._normalise(value)
+        self.requested = request
 
         def work():
             put_checked(self.setpoint, request, timeout=self.verify_timeout + 5.0)

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.system
 SKIP = {"DET:HDF1:Capture", "DET:cam1:Acquire", "SCAN:Start", "SCAN:Stop", "SCAN:Abort",
         "STATUS:Acknowledge", "DET:HDF1:FilePath", "DET:HDF1:FileName",
         "DET:HDF1:FileTemplate"}  # fmt: skip
-EXAMPLES = 150
+EXAMPLES = 75
 
 NUMBERS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),

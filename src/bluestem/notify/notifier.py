@@ -26,7 +26,8 @@ class Notifier:
     documents show.
 
     From the documents: a run that ends ``fail`` (ERROR, ``run_failed``) or ``abort``
-    (WARNING, ``run_aborted``), and a run whose dropped-frame count passes
+    (WARNING, ``run_aborted``), a run suspended (WARNING, ``suspended``, with the
+    suspender's reason), paused or resumed (INFO), and a run whose dropped-frame count passes
     ``dropped_frames`` (WARNING, ``dropped_frames``, once per run). From the catalogue
     writer (:meth:`catalog_gave_up`): ``catalog_unreachable`` (WARNING).
 
@@ -95,6 +96,11 @@ class Notifier:
             self._streams[doc["uid"]] = (doc["run_start"], doc.get("name", ""))
         elif name in ("event", "event_page"):
             run, stream = self._streams.get(doc["descriptor"], ("", ""))
+            if stream == "interruptions":
+                texts = doc["data"].get("interruption", [])
+                for text in texts if isinstance(texts, list) else [texts]:
+                    self._interruption(run, str(text))
+                return
             if stream.endswith(_DROPPED_STREAM) and run not in self._told_dropped:
                 values = [v for key, v in doc["data"].items() if key.endswith("dropped_frames")]
                 flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
@@ -114,6 +120,19 @@ class Notifier:
                 self.notify(Event(kind, severity,
                                   f"{plan} {run[:8]} {status}: {doc.get('reason') or '?'}",
                                   details={"run": run, "exit_status": status}))  # fmt: skip
+
+    def _interruption(self, run: str, text: str) -> None:
+        """The run's ``interruptions`` stream: a pause (Ctrl-C, ``RE.request_pause``), a
+        suspension (its reason) or a resume."""
+        what = f"{self._plans.get(run, 'run')} {run[:8]}"
+        if text == "pause":
+            event = Event("paused", Severity.INFO, f"{what} paused by the operator")
+        elif text.startswith("resume"):
+            event = Event("resumed", Severity.INFO, f"{what} resumed ({text})")
+        else:
+            event = Event("suspended", Severity.WARNING, f"{what} suspended: {text}")
+        self.notify(Event(event.kind, event.severity, event.message,
+                          details={"run": run, "interruption": text}))  # fmt: skip
 
     def catalog_gave_up(self, run: str, reason: str) -> None:
         """The catalogue writer gave up on ``run`` (the catalogue is unreachable or

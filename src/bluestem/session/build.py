@@ -44,6 +44,9 @@ class Session:
     notifier : Notifier or None
         Tells operators (log file, e-mail, webhook: ``notify:``) of failed runs and
         dropped frames; ``notifier.notify(event)`` for anything else.
+    suspenders : list
+        The suspenders of ``suspenders:`` installed on ``RE``
+        (:mod:`bluestem.session.suspenders`).
     config : SessionConfig
     """
 
@@ -59,6 +62,7 @@ class Session:
     loop_view: Any = None
     summary: Any = None
     notifier: Any = None
+    suspenders: list = field(default_factory=list)
     config: SessionConfig | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -95,6 +99,8 @@ class Session:
         for token in self.callbacks.values():
             self.RE.unsubscribe(token)
         self.callbacks.clear()
+        for suspender in self.suspenders:
+            self.RE.remove_suspender(suspender)
         text = ""
         if self.writer is not None:
             cat = (self.config.catalog if self.config else None) or {}
@@ -281,6 +287,12 @@ def build_session(config: Mapping | str | os.PathLike, *, connect: bool = True) 
         session.callbacks["notify"] = RE.subscribe(session.notifier)
         if session.writer is not None:
             session.writer.on_give_up = session.notifier.catalog_gave_up
+    if cfg.suspenders:
+        from bluestem.session.suspenders import make_suspenders
+
+        session.suspenders = make_suspenders(cfg.suspenders, devices)
+        for suspender in session.suspenders:
+            RE.install_suspender(suspender)
     if cfg.progress:
         session.progress = ProgressBar()  # dropped frames from the monitor stream's events
         session.callbacks["progress"] = RE.subscribe(session.progress)

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .suspenders import check_suspenders
+
 __all__ = ["CONTROL_LAYERS", "DeviceSpec", "SessionConfig", "expand_env", "load_config"]
 
 TOP_KEYS = ("devices", "data_root", "journal_dir", "catalog", "metadata", "ca", "baseline",
             "connect_timeout", "progress", "namespace", "live", "control_layer",
-            "notify")  # fmt: skip
+            "notify", "suspenders")  # fmt: skip
 #: ophyd's EPICS client libraries: caproto (pure Python) or pyepics (libca).
 CONTROL_LAYERS = ("caproto", "pyepics")
 DEVICE_KEYS = ("class", "prefix", "name")
@@ -64,6 +66,7 @@ class SessionConfig:
     live: dict = field(default_factory=lambda: _live(None))  # live reduction and images
     control_layer: str = "caproto"  # ophyd.set_cl: caproto or pyepics (libca)
     notify: dict | None = None  # bluestem.notify.Notifier.from_config
+    suspenders: dict = field(default_factory=dict)  # bluestem.session.suspenders
 
 
 def expand_env(value: Any, key: str, env: Mapping[str, str] | None = None) -> Any:
@@ -297,4 +300,5 @@ def load_config(config: Mapping | str | os.PathLike) -> SessionConfig:
         live=_live(raw.get("live")),
         control_layer=layer,
         notify=_notify(raw.get("notify")),
+        suspenders=check_suspenders(raw.get("suspenders")),
     )

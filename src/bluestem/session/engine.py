@@ -57,6 +57,13 @@ class RunEngine(_RunEngine):
         log = logging.getLogger("bluesky")
         if not any(isinstance(f, _NoTracebackForRequests) for f in log.filters):
             log.addFilter(_NoTracebackForRequests())
+        self.register_command("record_interruption", self._record_interruption)
+
+    async def _record_interruption(self, msg) -> None:
+        """``Msg("record_interruption", None, text)``: an event in the open runs'
+        ``interruptions`` stream (bluesky records a suspension, not its end)."""
+        for run in self._run_bundlers.values():
+            run.record_interruption(str(msg.args[0]))
 
     def __call__(self, *args, **kwargs):
         if self.state == "idle":
