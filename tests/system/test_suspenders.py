@@ -19,8 +19,8 @@ from test_disk_full import fill
 pytestmark = pytest.mark.system
 
 FRAME = 32
-SHAPE = (40, 32)  # 1,280 frames at 2 ms: ~2.6 s of scan
-DWELL = 2e-3
+SHAPE = (40, 32)  # 1,280 frames at 5 ms: ~6.4 s of scan, time for the trip to land mid-scan
+DWELL = 5e-3
 
 
 def _session(ioc, data, tmp_path, suspenders, **extra):
@@ -71,14 +71,16 @@ def _run_and_check(s, log, trip, clear, name: str) -> dict:
     seen = {}
 
     def trip_then_clear():
-        trip()
-        seen["tripped"] = time.monotonic()
-        _wait(lambda: s.scan.state.get(use_monitor=False) == "Paused", 10, "never held")
-        seen["held"] = s.det.hdf.num_captured.get(use_monitor=False)
-        time.sleep(1.0)  # suspended: not one frame more
-        seen["after"] = s.det.hdf.num_captured.get(use_monitor=False)
-        seen["cleared"] = time.monotonic()
-        clear()
+        try:
+            trip()
+            _wait(lambda: s.scan.state.get(use_monitor=False) == "Paused", 20, "never held")
+            seen["held"] = s.det.hdf.num_captured.get(use_monitor=False)
+            time.sleep(1.0)  # suspended: not one frame more
+            seen["after"] = s.det.hdf.num_captured.get(use_monitor=False)
+        except BaseException as exc:  # reported by the test, after the run
+            seen["error"] = exc
+        finally:
+            clear()  # always: a suspended RunEngine would wait for ever
 
     thread = _when_rows(s, 4, trip_then_clear, done)
     try:
@@ -86,6 +88,7 @@ def _run_and_check(s, log, trip, clear, name: str) -> dict:
     finally:
         done.set()
         thread.join(30)
+    assert "error" not in seen, seen
     docs = s.docs
     stop = next(d for n, d in docs if n == "stop")
     assert stop["exit_status"] == "success", stop
