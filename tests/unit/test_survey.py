@@ -330,3 +330,18 @@ def test_a_fine_scan_that_found_nothing_or_is_centred_is_not_repeated():
                      ({"recentres": -1}, "recentres=-1")):  # fmt: skip
         with pytest.raises(ValueError, match=word):
             SurveyAgent(**kw)
+
+
+def test_a_drift_measurement_off_the_line_through_the_earlier_ones_is_not_used():
+    agent = SurveyAgent(features=2, track=True, lag=0.0)
+    origin = {OFFSET_Y: 0.0, OFFSET_X: 0.0}
+    agent.ingest(origin, _survey([(1.0, 1.0), (2.0, 2.0)]))
+    agent.ingest(origin, {"role": "track", "time": 110.0, "ready": 110.0, "reliable": True,
+                          "drift_nm": [2.0, -1.0]})  # fmt: skip
+    agent.ingest(agent.suggest(1)[0], {"role": "fine", "time": 110.0, "ready": 110.0})
+    # a wrong period of the specimen: 30 nm from the line (0.2, -0.1) nm/s predicts
+    agent.ingest(origin, {"role": "track", "time": 120.0, "ready": 120.0, "reliable": True,
+                          "drift_nm": [-27.0, 10.0]})  # fmt: skip
+    (point,) = agent.suggest(1)
+    assert point[OFFSET_Y] == pytest.approx(2.0 + 4.0, abs=1e-3)  # the line, at t = 120 s
+    assert point[OFFSET_X] == pytest.approx(2.0 - 2.0, abs=1e-3)

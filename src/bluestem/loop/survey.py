@@ -43,6 +43,9 @@ __all__ = ["OFFSET_X", "OFFSET_Y", "SurveyAgent"]
 
 #: Loop setting names (the umbrella's columns): the scan offset, nm.
 OFFSET_Y, OFFSET_X = "scan_offset_y", "scan_offset_x"
+#: A drift measurement further than this (nm) from the line through the earlier ones is
+#: not used: a periodic specimen once matched a wrong period (30 nm off in a CI run).
+MAX_JUMP_NM = 5.0
 #: The measurement roles, in the order of one feature's visit.
 SURVEY, TRACK, FINE, DONE = "survey", "track", "fine", "done"
 
@@ -152,9 +155,10 @@ class SurveyAgent(Agent):
             self.targets = found[: self.features]
             self.times, self.drifts = [float(measurement["time"])], [(0.0, 0.0)]
         elif role == TRACK:
-            if measurement.get("reliable", True):
-                dy, dx = (float(v) for v in measurement["drift_nm"])
-                self.times.append(float(measurement["time"]))
+            dy, dx = (float(v) for v in measurement["drift_nm"])
+            t = float(measurement["time"])
+            if measurement.get("reliable", True) and self._consistent(t, dy, dx):
+                self.times.append(t)
                 self.drifts.append((dy, dx))
             self.ready = float(measurement["ready"])
         again = role == FINE and self.again is not None
@@ -175,6 +179,14 @@ class SurveyAgent(Agent):
             self.phase = DONE
         else:
             self.phase = TRACK if self.track else FINE
+
+    def _consistent(self, t: float, dy: float, dx: float) -> bool:
+        """A drift measurement agrees with the line through the earlier ones (within
+        ``MAX_JUMP_NM``); a periodic specimen can match a wrong period."""
+        if len(self.times) < 2:  # only the survey's zero: nothing to compare with
+            return True
+        py, px = extrapolate(self.times, self.drifts, t, window=self.window)
+        return math.hypot(dy - py, dx - px) <= MAX_JUMP_NM
 
     def _recentre(self, offset, measurement, again: bool) -> bool:
         """Plan the fine scan again on the feature, when it was found too far off."""
