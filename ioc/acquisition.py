@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .blanking import Withheld
+from .blanking import Withheld, runs_of
 from .schedule import FrameSchedule
 from .threads import lower_thread_priority
 
@@ -376,11 +376,10 @@ class AcquisitionEngine:
         else:
             keep = ~skip[first : first + count]
             # Contiguous runs of kept frames, submitted as slices (no copy per frame).
-            edges = np.flatnonzero(np.diff(np.concatenate(([0], keep.view(np.int8), [0]))))
-            for start, stop in zip(edges[::2], edges[1::2], strict=True):
+            for start, stop in runs_of(keep):
                 if frames is not None and self.sink is not None:
-                    self.sink.submit(first + int(start), frames[start:stop])
-                submitted += int(stop - start) if frames is not None else 0
+                    self.sink.submit(first + start, frames[start:stop])
+                submitted += stop - start if frames is not None else 0
             for offset in np.flatnonzero(~keep):
                 index = first + int(offset)
                 if index in self.dropped:

@@ -285,6 +285,12 @@ def test_the_frame_budget_limits_the_fine_scans_and_is_recorded():
     assert msg.kwargs["closed_loop"]["agent"]["parameters"]["recentre_nm"] == 0.4  # 5 % of 8
 
 
+def _fine(t: float, cy: float, cx: float) -> dict:
+    """A fine scan's measurement: started at ``t``, its feature at (cy, cx) nm."""
+    return {"role": "fine", "time": t, "ready": t + 0.5, "found": True,
+            "centring_nm": [cy, cx], "centring_error_nm": math.hypot(cy, cx)}  # fmt: skip
+
+
 def test_a_fine_scan_found_off_centre_is_taken_once_more_centred_on_its_feature():
     v = (0.2, -0.1)  # nm/s
     agent = SurveyAgent(features=2, track=True, lag=0.5, recentre_nm=0.4, recentres=1)
@@ -294,8 +300,7 @@ def test_a_fine_scan_found_off_centre_is_taken_once_more_centred_on_its_feature(
                           "drift_nm": [v[0] * 10, v[1] * 10]})  # fmt: skip
     (first,) = agent.suggest(1)
     # the fine image shows the feature 0.6 nm off (more than 0.4): the same feature again
-    agent.ingest(first, {"role": "fine", "time": 111.5, "ready": 112.0, "found": True,
-                         "centring_nm": [0.6, 0.0], "centring_error_nm": 0.6})  # fmt: skip
+    agent.ingest(first, _fine(111.5, 0.6, 0.0))
     report = agent.report()
     assert report["visited"] == 0 and report["recentred"] == 1 and report["next"] == "fine"
     assert "again" in report["decision"]
@@ -304,16 +309,14 @@ def test_a_fine_scan_found_off_centre_is_taken_once_more_centred_on_its_feature(
     dt = (112.0 + 0.5) - 111.5
     assert again[OFFSET_Y] == pytest.approx(first[OFFSET_Y] + 0.6 + v[0] * dt, abs=1e-3)
     assert again[OFFSET_X] == pytest.approx(first[OFFSET_X] + 0.0 + v[1] * dt, abs=1e-3)
-    agent.ingest(again, {"role": "fine", "time": 112.6, "ready": 113.0, "found": True,
-                         "centring_nm": [0.5, 0.0], "centring_error_nm": 0.5})  # fmt: skip
+    agent.ingest(again, _fine(112.6, 0.5, 0.0))
     # once only per feature: on to the next feature although still 0.5 nm off
     assert agent.report()["visited"] == 1 and agent.report()["next"] == "track"
     agent.ingest(origin, {"role": "track", "time": 114.0, "ready": 115.0, "reliable": True,
                           "drift_nm": [v[0] * 14, v[1] * 14]})  # fmt: skip
     (point,) = agent.suggest(1)
     # the budget held one re-centring: spent, so an off-centre scan is not taken again
-    agent.ingest(point, {"role": "fine", "time": 115.5, "ready": 116.0, "found": True,
-                         "centring_nm": [0.0, 2.0], "centring_error_nm": 2.0})  # fmt: skip
+    agent.ingest(point, _fine(115.5, 0.0, 2.0))
     report = agent.report()
     assert report["done"] and report["recentred"] == 1
     assert report["scans"] == ["survey", "track", "fine", "fine again", "track", "fine"]
